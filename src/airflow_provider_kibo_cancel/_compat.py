@@ -1,0 +1,22 @@
+"""Airflow imports that moved between 3.0 and 3.3, resolved once here."""
+
+from __future__ import annotations
+
+try:  # Airflow 3.1+
+    from airflow.sdk import BaseHook
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+
+try:  # Airflow 3.1+
+    from airflow.sdk.log import mask_secret
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+
+from airflow.sdk import BaseOperator
+
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+
+__all__ = ["AirflowFailException", "BaseHook", "BaseOperator", "mask_secret"]

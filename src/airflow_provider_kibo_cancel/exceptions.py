@@ -1,0 +1,110 @@
+"""Errors raised by the Kibo provider.
+
+Every error carries what Kibo support and an on-call engineer need: the HTTP status, Kibo's ``errorCode``
+and ``message``, the order id and the correlation id (``x-vol-correlation``). ``retryable`` tells the
+operator whether an Airflow task retry can help: input, configuration, 400/403/404/405 and authentication
+errors cannot, so they fail the task at once.
+"""
+
+from __future__ import annotations
+
+
+class KiboError(Exception):
+    """Root of the provider's errors."""
+
+    retryable: bool = False
+    #: True when an attempt may have reached Kibo before this failure (a timeout, dropped connection or
+    #: 5xx): a cancel is then resolved by reading the order back instead of failing blindly.
+    may_have_applied: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        kibo_message: str | None = None,
+        order_id: int | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.kibo_message = kibo_message
+        self.order_id = order_id
+        self.correlation_id = correlation_id
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        details = []
+        if self.order_id is not None:
+            details.append(f"order {self.order_id}")
+        if self.status is not None:
+            details.append(f"HTTP {self.status}")
+        if self.error_code:
+            details.append(f"errorCode {self.error_code}")
+        if self.kibo_message:
+            details.append(f"Kibo says: {self.kibo_message}")
+        if self.correlation_id:
+            details.append(f"correlation id {self.correlation_id}")
+        return f"{self.message} ({'; '.join(details)})" if details else self.message
+
+
+class KiboValidationError(KiboError, ValueError):
+    """Input to a cancel failed the contract's rules; nothing was sent."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid cancel request, nothing was sent: " + "; ".join(problems))
+
+
+class KiboConfigurationError(KiboError):
+    """The Kibo connection is missing or misconfigured; nothing was sent."""
+
+
+class KiboApiError(KiboError):
+    """Kibo answered with an error status."""
+
+
+class KiboBadRequestError(KiboApiError):
+    """400 or 405: Kibo rejected the request as malformed."""
+
+
+class KiboAuthenticationError(KiboApiError):
+    """401, or the OAuth endpoint refused the application key and shared secret."""
+
+
+class KiboForbiddenError(KiboApiError):
+    """403: the credentials are valid but not allowed for this tenant or site."""
+
+
+class KiboNotFoundError(KiboApiError):
+    """404: the order (or tenant) does not exist."""
+
+
+class KiboConflictError(KiboApiError):
+    """409 for an order that is not canceled (for example shipped already)."""
+
+
+class KiboRateLimitError(KiboApiError):
+    """429 after every attempt, or a Retry-After longer than the configured cap."""
+
+    retryable = True
+
+
+class KiboServerError(KiboApiError):
+    """5xx after every attempt."""
+
+    retryable = True
+
+
+class KiboTransportError(KiboError):
+    """Timeout or connection error after every attempt; the request may or may not have reached Kibo."""
+
+    retryable = True
+
+
+class KiboResponseError(KiboError):
+    """Kibo answered 2xx with something that is not the expected order (not JSON, wrong order id)."""
+
+    retryable = True

@@ -1,0 +1,337 @@
+"""Request, connection and response models: the one place where the contract's input rules live.
+
+Validation runs before any network call and collects every problem, so one failed task names all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError, KiboValidationError
+
+# Kibo's page lists these and says "etc.": other well-formed values must stay possible.
+PUBLISHED_REASONS = frozenset({"customer_changed_mind", "created_by_mistake", "other"})
+OTHER_REASON = "other"
+OTHER_REASON_MAX_LENGTH = 255
+_REASON_PATTERN = re.compile(r"^[a-z0-9_]+$")
+_REASON_MAX_LENGTH = 100
+_DIGITS = re.compile(r"^[0-9]+$")
+# orderId is an integer with minimum 1; the upper bound keeps it a 64-bit integer on the wire.
+_MAX_ORDER_ID = 2**63 - 1
+
+CANCEL_PATH = "/api/v2/order/action/cancel"
+ORDER_PATH = "/api/v2/order/{order_id}"
+OAUTH_PATH = "/api/platform/applications/authtickets/oauth"
+DEFAULT_AUTH_URL = "https://home.mozu.com" + OAUTH_PATH
+CANCELED_STATUS = "CANCELED"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_order_id(value: Any) -> int:
+    """An integer >= 1, or a string of digits (what Jinja renders); raise ValueError naming the value."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"order_id must be an integer >= 1 or a string of digits, got {_short(value)}")
+    if isinstance(value, str):
+        if not _DIGITS.match(value.strip()):
+            raise ValueError(f"order_id must be an integer >= 1 or a string of digits, got {_short(value)}")
+        value = int(value.strip())
+    number: int = value
+    if number < 1:
+        raise ValueError(f"order_id must be >= 1, got {value}")
+    if number > _MAX_ORDER_ID:
+        raise ValueError(f"order_id must be a 64-bit integer, got {value}")
+    return number
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors():
+        problems.extend(str(error["msg"]).removeprefix("Value error, ").split("; "))
+    return problems
+
+
+def _pairing_problems(reason: str | None, other: str | None) -> list[str]:
+    """disposition_other_reason goes with 'other' and only with it."""
+    if reason == OTHER_REASON:
+        if not other:
+            return [
+                "disposition_other_reason is required when disposition_reason is 'other' "
+                f"(1..{OTHER_REASON_MAX_LENGTH} characters)"
+            ]
+        if len(other) > OTHER_REASON_MAX_LENGTH:
+            return [
+                f"disposition_other_reason must be at most {OTHER_REASON_MAX_LENGTH} characters "
+                f"after trimming, got {len(other)}"
+            ]
+    elif reason and other:
+        return [
+            "disposition_other_reason is only allowed when disposition_reason is 'other', "
+            f"got reason {reason!r} with disposition_other_reason {_short(other)}"
+        ]
+    return []
+
+
+class CancelOrderRequest(BaseModel):
+    """A validated cancel: build it with :meth:`from_raw`, send it with :meth:`body`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: int
+    disposition_reason: str
+    disposition_other_reason: str | None = None
+
+    @classmethod
+    def from_raw(
+        cls, order_id: Any, disposition_reason: Any, disposition_other_reason: Any = None
+    ) -> CancelOrderRequest:
+        """Validate raw (possibly Jinja-rendered) values; raise KiboValidationError naming every problem."""
+        try:
+            return cls.model_validate(
+                {
+                    "order_id": order_id,
+                    "disposition_reason": disposition_reason,
+                    "disposition_other_reason": disposition_other_reason,
+                }
+            )
+        except ValidationError as exc:
+            problems = _problems(exc)
+        # The pairing check above runs only once every field is valid; name its problems anyway.
+        reason = disposition_reason.strip().lower() if isinstance(disposition_reason, str) else None
+        other = (
+            disposition_other_reason.strip() or None if isinstance(disposition_other_reason, str) else None
+        )
+        if reason and _REASON_PATTERN.match(reason):
+            problems += [p for p in _pairing_problems(reason, other) if p not in problems]
+        raise KiboValidationError(problems)
+
+    @field_validator("order_id", mode="plain")
+    @classmethod
+    def _check_order_id(cls, value: Any) -> int:
+        return parse_order_id(value)
+
+    @field_validator("disposition_reason", mode="plain")
+    @classmethod
+    def _check_reason(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"disposition_reason must be a string, got {_short(value)}")
+        reason = value.strip().lower()
+        if not reason:
+            raise ValueError(
+                "disposition_reason is empty; use e.g. customer_changed_mind, created_by_mistake or other"
+            )
+        if len(reason) > _REASON_MAX_LENGTH or not _REASON_PATTERN.match(reason):
+            raise ValueError(
+                "disposition_reason must be lower-case letters, digits and underscores "
+                f"(e.g. customer_changed_mind), got {_short(value)}"
+            )
+        return reason
+
+    @field_validator("disposition_other_reason", mode="plain")
+    @classmethod
+    def _check_other_reason(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"disposition_other_reason must be a string, got {_short(value)}")
+        # Blank counts as "not given": a template like "{{ params.note }}" renders "" when unused.
+        return value.strip() or None
+
+    @model_validator(mode="after")
+    def _check_other_reason_matches_reason(self) -> CancelOrderRequest:
+        problems = _pairing_problems(self.disposition_reason, self.disposition_other_reason)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def is_published_reason(self) -> bool:
+        return self.disposition_reason in PUBLISHED_REASONS
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body exactly as the specification gives it."""
+        body: dict[str, Any] = {"orderId": self.order_id, "dispositionReason": self.disposition_reason}
+        if self.disposition_reason == OTHER_REASON:
+            body["dispositionOtherReason"] = self.disposition_other_reason
+        return body
+
+
+def _origin(value: str, field: str) -> str:
+    """Accept only a plain http(s) origin (scheme, host, optional port) and return it without a slash."""
+    parts = urlsplit(value.strip())
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or not port_ok
+    ):
+        raise ValueError(f"{field} must be a plain http(s)://host[:port] origin, got {_short(value)}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url(value: str, field: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{field} must be an http(s) URL without credentials, got {_short(value)}")
+    return value.strip()
+
+
+def _digits(value: Any, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not _DIGITS.match(str(value).strip()):
+        raise ValueError(f"{field} must be digits only, got {_short(value)}")
+    return str(value).strip()
+
+
+class KiboConnectionSettings(BaseModel):
+    """A `kibo` connection, checked: everything the hook needs to address and authenticate calls."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conn_id: str
+    tenant_id: str
+    environment: Literal["production", "sandbox"]
+    site_id: str | None = None
+    base_url: str
+    auth_url: str
+    client_id: str | None = None
+    client_secret: str | None = None
+    access_token: str | None = None
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    max_retry_wait: float = 120.0
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn_id: str,
+        *,
+        host: str | None,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+    ) -> KiboConnectionSettings:
+        """Build settings from a connection's fields; raise KiboConfigurationError naming every problem."""
+        problems: list[str] = []
+        values: dict[str, Any] = {"conn_id": conn_id}
+
+        def check(field: str, fn: Any) -> Any:
+            try:
+                return fn()
+            except ValueError as exc:
+                problems.append(str(exc))
+                return None
+
+        def blank(value: Any) -> bool:
+            return value is None or (isinstance(value, str) and not value.strip())
+
+        tenant = extra.get("tenant_id")
+        if blank(tenant):
+            problems.append("extra 'tenant_id' is required (your Kibo tenant number, e.g. 30294)")
+        else:
+            values["tenant_id"] = check("tenant_id", lambda: _digits(tenant, "extra 'tenant_id'"))
+
+        environment = extra.get("environment")
+        env_text = environment.strip().lower() if isinstance(environment, str) else environment
+        if blank(environment):
+            problems.append("extra 'environment' is required: 'production' or 'sandbox'")
+        elif env_text not in ("production", "sandbox"):
+            problems.append(
+                f"extra 'environment' must be 'production' or 'sandbox', got {_short(environment)}"
+            )
+        else:
+            values["environment"] = env_text
+
+        if not blank(extra.get("site_id")):
+            values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
+
+        if not blank(host):
+            assert host is not None
+            values["base_url"] = check("host", lambda: _origin(host, "host (base URL override)"))
+        elif values.get("tenant_id") and values.get("environment"):
+            sandbox = ".sandbox" if values["environment"] == "sandbox" else ""
+            values["base_url"] = f"https://{values['tenant_id']}-translation{sandbox}.mozu.com"
+
+        if not blank(extra.get("auth_url")):
+            values["auth_url"] = check("auth_url", lambda: _url(extra["auth_url"], "extra 'auth_url'"))
+        elif not blank(host) and values.get("base_url"):
+            values["auth_url"] = values["base_url"] + OAUTH_PATH
+        else:
+            values["auth_url"] = DEFAULT_AUTH_URL
+
+        login_given, password_given = not blank(login), not blank(password)
+        token_given = not blank(extra.get("access_token"))
+        if login_given != password_given:
+            problems.append(
+                "set both login (Application Key) and password (Shared Secret), or neither and use "
+                "extra 'access_token'"
+            )
+        elif login_given:
+            values["client_id"], values["client_secret"] = login, password
+        elif token_given:
+            values["access_token"] = str(extra["access_token"]).strip()
+        else:
+            problems.append(
+                "no credentials: set login (Application Key) and password (Shared Secret), "
+                "or extra 'access_token'"
+            )
+
+        tunables = {
+            key: extra[key]
+            for key in ("timeout", "max_attempts", "backoff_base", "max_retry_wait")
+            if not blank(extra.get(key))
+        }
+        tunables.update({key: value for key, value in (overrides or {}).items() if value is not None})
+        for key, value in tunables.items():
+            values[key] = check(key, lambda key=key, value=value: _tunable(key, value))
+
+        if problems:
+            raise KiboConfigurationError(f"Kibo connection {conn_id!r} is not usable: " + "; ".join(problems))
+        return cls(**values)
+
+    def headers(self) -> dict[str, str]:
+        """Headers every API call carries, without Authorization (added per request, never logged)."""
+        headers = {"x-vol-tenant": self.tenant_id, "Accept": "application/json"}
+        if self.site_id:
+            headers["x-vol-site"] = self.site_id
+        return headers
+
+
+# Bounds keep a typo (timeout 3000, max_attempts 100) from turning into an hour-long hang.
+_TUNABLE_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "timeout": (float, 0.1, 600),
+    "max_attempts": (int, 1, 10),
+    "backoff_base": (float, 0, 60),
+    "max_retry_wait": (float, 0, 3600),
+}
+
+
+def _tunable(key: str, value: Any) -> float | int:
+    kind, low, high = _TUNABLE_BOUNDS[key]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number: float | int = kind(value.strip() if isinstance(value, str) else value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, got {_short(value)}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{key} must be from {low:g} to {high:g}, got {number:g}")
+    return number

@@ -1,0 +1,81 @@
+"""CancelOrderOperator: cancel one Kibo order and push the canceled order to XCom."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator
+from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.models import CancelOrderRequest
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def fail_task_unless_retryable(exc: KiboError) -> None:
+    """Input, 400/403/404 and authentication errors fail the task without using Airflow's retries."""
+    if not exc.retryable:
+        raise AirflowFailException(str(exc)) from exc
+
+
+class CancelOrderOperator(BaseOperator):
+    """
+    Cancel a whole Kibo order and return it (pushed to XCom as ``return_value``, a plain dict).
+
+    Parameters are validated in ``execute()`` after templating, so Jinja, ``dag_run.conf`` and dynamic task
+    mapping work. An order canceled already (a re-run, or a retry after a lost answer) succeeds and
+    returns the order as Kibo has it.
+
+    :param order_id: Kibo order id, an integer >= 1 or a string of digits. Templated.
+    :param disposition_reason: ``customer_changed_mind``, ``created_by_mistake``, ``other`` or another
+        lower-case Kibo reason (sent with a warning). Templated.
+    :param disposition_other_reason: explanation, 1..255 characters, required only with ``other``. Templated.
+    :param kibo_conn_id: the ``kibo`` connection. Templated.
+    :param dry_run: validate and return the request that would be sent, without sending it.
+    """
+
+    template_fields: Sequence[str] = (
+        "order_id",
+        "disposition_reason",
+        "disposition_other_reason",
+        "kibo_conn_id",
+    )
+    ui_color = "#f4a261"
+
+    def __init__(
+        self,
+        *,
+        order_id: int | str,
+        disposition_reason: str,
+        disposition_other_reason: str | None = None,
+        kibo_conn_id: str = KiboHook.default_conn_name,
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # No validation here: __init__ runs at every DAG parse, before templates are rendered.
+        self.order_id = order_id
+        self.disposition_reason = disposition_reason
+        self.disposition_other_reason = disposition_other_reason
+        self.kibo_conn_id = kibo_conn_id
+        # Not self.dry_run: that name is BaseOperator's template-rendering method.
+        self.is_dry_run = dry_run
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = KiboHook(kibo_conn_id=self.kibo_conn_id)
+        try:
+            request = CancelOrderRequest.from_raw(
+                self.order_id, self.disposition_reason, self.disposition_other_reason
+            )
+            if self.is_dry_run:
+                preview = {"dry_run": True, **hook.describe_cancel(request)}
+                self.log.info("Dry run, nothing sent. Would send: %s", preview)
+                return preview
+            order = hook.send_cancel(request)
+        except KiboError as exc:
+            fail_task_unless_retryable(exc)
+            raise
+        self.log.info("Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)"))
+        return order

@@ -1,0 +1,45 @@
+"""Shared fixtures: the Kibo emulator on a free 127.0.0.1 port, and connections pointing at it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from tests.support import (
+    APP_KEY,
+    CANCELED_ORDERS,
+    COMPLETED_ORDER,
+    OPEN_ORDERS,
+    SHARED_SECRET,
+    TENANT,
+    kibo_connection,
+)
+
+# Airflow reads its configuration when first imported: keep it away from ~/airflow and quiet.
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+
+@pytest.fixture
+def emulator() -> Iterator[KiboEmulator]:
+    """A fresh emulator per test: open orders 1000-1099, canceled 2000-2009, completed 3000."""
+    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
+    emu.add_orders(OPEN_ORDERS)
+    emu.add_orders(CANCELED_ORDERS, status="CANCELED")
+    emu.add_orders([COMPLETED_ORDER], status="COMPLETED")
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def kibo_conn(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> KiboEmulator:
+    """`kibo_default` set through AIRFLOW_CONN_KIBO_DEFAULT, pointing at the emulator."""
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(emulator)))
+    return emulator

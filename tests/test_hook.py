@@ -1,0 +1,220 @@
+"""KiboHook against the emulator over real HTTP: the exact wire format, tokens, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboAuthenticationError,
+    KiboConflictError,
+    KiboForbiddenError,
+    KiboNotFoundError,
+    KiboResponseError,
+)
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, kibo_connection
+
+
+def use_connection(
+    monkeypatch: pytest.MonkeyPatch, emu: KiboEmulator, conn_id: str = "kibo_default", **extra: object
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(kibo_connection(emu, **extra)))
+
+
+def test_cancel_sends_exactly_the_specified_request(kibo_conn: KiboEmulator) -> None:
+    order = KiboHook().cancel_order("1001", " Customer_Changed_Mind ")
+
+    oauth, cancel = kibo_conn.requests
+    assert (oauth.method, oauth.path) == ("POST", "/api/platform/applications/authtickets/oauth")
+    assert oauth.body == {
+        "client_id": APP_KEY,
+        "client_secret": SHARED_SECRET,
+        "grant_type": "client_credentials",
+    }
+    assert (cancel.method, cancel.path) == ("POST", "/api/v2/order/action/cancel")
+    assert cancel.body == {"orderId": 1001, "dispositionReason": "customer_changed_mind"}
+    assert cancel.headers["authorization"].startswith("Bearer ")
+    assert cancel.headers["x-vol-tenant"] == TENANT
+    assert cancel.headers["content-type"] == "application/json"
+    assert cancel.headers["accept"] == "application/json"
+    assert "x-vol-site" not in cancel.headers
+    # The whole order comes back, sections Kibo does not document included.
+    assert order == kibo_conn.order(1001)
+    assert order["orderStatus"] == "CANCELED"
+    assert order["customer"] == {"customerID": 7, "loyaltyTier": "gold"}
+    assert json.loads(json.dumps(order)) == order
+
+
+def test_other_reason_carries_its_explanation_and_site_header(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, emulator, site_id="50525")
+    KiboHook().cancel_order(1002, "other", "  Duplicate of 1001 ")
+    cancel = emulator.requests_to("cancel")[0]
+    assert cancel.body == {
+        "orderId": 1002,
+        "dispositionReason": "other",
+        "dispositionOtherReason": "Duplicate of 1001",
+    }
+    assert cancel.headers["x-vol-site"] == "50525"
+
+
+def test_one_token_and_one_connection_serve_many_calls(kibo_conn: KiboEmulator) -> None:
+    hook = KiboHook()
+    for order_id in (1003, 1004, 1005):
+        hook.cancel_order(order_id, "created_by_mistake")
+    hook.get_order(1003)
+    assert len(kibo_conn.requests_to("oauth")) == 1
+    api_calls = [r for r in kibo_conn.requests if r.endpoint != "oauth"]
+    assert len(api_calls) == 4
+    assert len({r.client_port for r in api_calls}) == 1  # keep-alive: one TCP connection
+    assert len({r.headers["authorization"] for r in api_calls}) == 1
+
+
+def test_a_401_refreshes_the_token_once(kibo_conn: KiboEmulator) -> None:
+    hook = KiboHook()
+    hook.cancel_order(1006, "created_by_mistake")
+    kibo_conn.expire_tokens()
+    order = hook.cancel_order(1007, "created_by_mistake")
+    assert order["orderStatus"] == "CANCELED"
+    assert len(kibo_conn.requests_to("oauth")) == 2
+    assert [r.body["orderId"] for r in kibo_conn.requests_to("cancel")] == [1006, 1007, 1007]
+
+
+def test_a_second_401_is_an_authentication_error(kibo_conn: KiboEmulator) -> None:
+    kibo_conn.inject("status", status=401, times=2)
+    with pytest.raises(KiboAuthenticationError) as caught:
+        KiboHook().cancel_order(1008, "created_by_mistake")
+    assert caught.value.status == 401 and not caught.value.retryable
+    assert len(kibo_conn.requests_to("cancel")) == 2
+    assert kibo_conn.order(1008)["orderStatus"] == "OPEN"  # type: ignore[index]
+
+
+def test_token_is_refreshed_before_it_expires(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.token_ttl = 2  # refreshed 0.2 s ahead of expiry
+    use_connection(monkeypatch, emulator)
+    hook = KiboHook()
+    hook.get_order(1009)
+    time.sleep(1.9)
+    hook.get_order(1009)
+    assert len(emulator.requests_to("oauth")) == 2
+    assert len(emulator.requests_to("get_order")) == 2  # no 401 was needed
+
+
+def test_wrong_secret_is_named_without_the_secret(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, emulator, password="wrong-secret-999")
+    with pytest.raises(KiboAuthenticationError) as caught:
+        KiboHook().cancel_order(1010, "created_by_mistake")
+    message = str(caught.value)
+    assert "Kibo refused the Application Key / Shared Secret" in message
+    assert "HTTP 401" in message and "correlation id" in message
+    assert "wrong-secret-999" not in message
+    assert emulator.requests_to("cancel") == []
+
+
+def test_pre_issued_access_token(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = requests.post(
+        emulator.url + "/api/platform/applications/authtickets/oauth",
+        json={"client_id": APP_KEY, "client_secret": SHARED_SECRET, "grant_type": "client_credentials"},
+        timeout=5,
+    ).json()["access_token"]
+    use_connection(monkeypatch, emulator, login="", password="", access_token=token)
+    KiboHook().cancel_order(1011, "created_by_mistake")
+    assert len(emulator.requests_to("oauth")) == 1  # only the test's own
+    assert emulator.requests_to("cancel")[0].headers["authorization"] == f"Bearer {token}"
+
+
+def test_unknown_tenant_is_forbidden(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, emulator, tenant_id="99999")
+    with pytest.raises(KiboForbiddenError, match="HTTP 403"):
+        KiboHook().cancel_order(1012, "created_by_mistake")
+
+
+def test_errors_carry_status_code_message_order_and_correlation(kibo_conn: KiboEmulator) -> None:
+    with pytest.raises(KiboNotFoundError) as caught:
+        KiboHook().cancel_order(424242, "created_by_mistake")
+    error = caught.value
+    assert (error.status, error.error_code, error.order_id) == (404, "GENERIC_NOT_FOUND", 424242)
+    assert error.kibo_message == "Order 424242 not found"
+    assert error.correlation_id and len(error.correlation_id) == 32
+    for part in (
+        "order 424242",
+        "HTTP 404",
+        "errorCode GENERIC_NOT_FOUND",
+        "Order 424242 not found",
+        f"correlation id {error.correlation_id}",
+    ):
+        assert part in str(error)
+    assert len(kibo_conn.requests_to("cancel")) == 1  # a 404 is never retried
+
+
+def test_already_canceled_order_is_returned(kibo_conn: KiboEmulator) -> None:
+    order = KiboHook().cancel_order(2001, "created_by_mistake")
+    assert order["orderID"] == 2001 and order["orderStatus"] == "CANCELED"
+    assert [r.endpoint for r in kibo_conn.requests] == ["oauth", "cancel", "get_order"]
+    assert kibo_conn.cancels_applied(2001) == 0
+
+
+def test_a_conflict_on_an_order_that_is_not_canceled_fails(kibo_conn: KiboEmulator) -> None:
+    with pytest.raises(KiboConflictError) as caught:
+        KiboHook().cancel_order(COMPLETED_ORDER, "created_by_mistake")
+    assert caught.value.status == 409 and "INVALID_ORDER_STATE" in str(caught.value)
+
+
+def test_get_order(kibo_conn: KiboEmulator) -> None:
+    hook = KiboHook()
+    assert hook.get_order("1013") == kibo_conn.order(1013)
+    with pytest.raises(KiboNotFoundError):
+        hook.get_order(55)
+    assert [r.path for r in kibo_conn.requests_to("get_order")] == ["/api/v2/order/1013", "/api/v2/order/55"]
+
+
+@pytest.mark.parametrize("fault", ["html", "wrong_order"])
+def test_a_response_that_is_not_the_order_is_an_error(kibo_conn: KiboEmulator, fault: str) -> None:
+    kibo_conn.inject(fault)  # type: ignore[arg-type]
+    with pytest.raises(KiboResponseError) as caught:
+        KiboHook().cancel_order(1014, "created_by_mistake")
+    expected = "<html><body><h1>Maintenance" if fault == "html" else "returned order 1015 instead"
+    assert expected in str(caught.value)
+
+
+def test_test_connection_succeeds_without_touching_orders(kibo_conn: KiboEmulator) -> None:
+    ok, message = KiboHook().test_connection()
+    assert ok, message
+    assert message == f"Connected to Kibo tenant {TENANT} (sandbox) at {kibo_conn.url}"
+    assert [r.endpoint for r in kibo_conn.requests] == ["oauth", "get_order"]
+
+
+def test_test_connection_names_a_wrong_secret(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, emulator, password="nope-123")
+    ok, message = KiboHook().test_connection()
+    assert not ok
+    assert message.startswith("Kibo rejected the credentials")
+    assert "nope-123" not in message
+
+
+def test_test_connection_names_an_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    with KiboEmulator() as emu:
+        conn = kibo_connection(emu)
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(conn))  # the emulator is gone now
+    ok, message = KiboHook().test_connection()
+    assert not ok
+    assert message.startswith("Kibo is unreachable")
+
+
+def test_test_connection_names_a_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps({"conn_type": "kibo", "extra": {}}))
+    ok, message = KiboHook().test_connection()
+    assert not ok
+    assert "tenant_id' is required" in message
