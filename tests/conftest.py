@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from tests.airflow_env import AirflowEnv
 from tests.support import (
     APP_KEY,
     CANCELED_ORDERS,
@@ -43,3 +45,11 @@ def kibo_conn(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> KiboEm
     """`kibo_default` set through AIRFLOW_CONN_KIBO_DEFAULT, pointing at the emulator."""
     monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(emulator)))
     return emulator
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+    """A real Airflow 3 home with a migrated SQLite database; DAG files from tests/dags."""
+    env = AirflowEnv(tmp_path_factory.mktemp("airflow_home"), Path(__file__).parent / "dags")
+    env.migrate()
+    return env

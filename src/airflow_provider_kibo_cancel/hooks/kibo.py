@@ -256,21 +256,18 @@ class KiboHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-        from flask_babel import lazy_gettext
         from wtforms import PasswordField, StringField
         from wtforms.validators import Optional, Regexp
 
         widgets: dict[str, Any] = {}
         for name, field in CONN_FIELDS.items():
             schema = field["schema"]
-            validators = [Optional()]
+            validators: list[Any] = [Optional()]
             if "pattern" in schema:
                 validators.append(Regexp(schema["pattern"], message=field["description"]))
-            secret = schema.get("format") == "password"
-            widgets[name] = (PasswordField if secret else StringField)(
-                lazy_gettext(field["label"]),
-                widget=BS3PasswordFieldWidget() if secret else BS3TextFieldWidget(),
+            field_class = PasswordField if schema.get("format") == "password" else StringField
+            widgets[name] = field_class(
+                field["label"],
                 description=field["description"],
                 validators=validators,
                 default=schema.get("default"),
