@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test unit lint demo clean
+.PHONY: install test lint demo lock clean
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,10 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements/dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
 	touch $@
+
+# Cancel an order through a real Airflow DAG run against the local Kibo emulator.
+demo: install
+	$(BIN)/python -m devtools.demo
 
 # The whole suite: lint, type checks, unit tests, and DAG runs inside real Airflow against the emulator.
 test: lint

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from tests.airflow_env import AirflowEnv
+from devtools.airflow_local import AirflowEnv
 from tests.support import (
     APP_KEY,
     CANCELED_ORDERS,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from tests.airflow_env import AirflowEnv, DagRunResult
+from devtools.airflow_local import AirflowEnv, DagRunResult
 from tests.support import APP_KEY, CANCELED_ORDERS, OPEN_ORDERS, SHARED_SECRET, TENANT, kibo_connection
 
 Run = tuple[DagRunResult, KiboEmulator]

@@ -13,7 +13,7 @@ import jsonschema
 import airflow_provider_kibo_cancel
 from airflow_provider_kibo_cancel import get_provider_info
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from tests.airflow_env import AirflowEnv
+from devtools.airflow_local import AirflowEnv
 
 
 def test_entry_point_points_at_get_provider_info() -> None:

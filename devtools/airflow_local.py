@@ -1,0 +1,219 @@
+"""Run DAG files inside a real Airflow 3 (`airflow dags test`, SQLite) and read back what they left.
+
+Used by the tests, `make demo` and the benchmarks; not part of the installed package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@dataclass
+class DagRunResult:
+    returncode: int
+    output: str
+    states: dict[tuple[str, int], str] = field(default_factory=dict)
+    tries: dict[tuple[str, int], int] = field(default_factory=dict)
+    xcom: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+    def state(self, task_id: str, map_index: int = -1) -> str:
+        return self.states[(task_id, map_index)]
+
+
+class AirflowEnv:
+    """An AIRFLOW_HOME with a migrated SQLite database and a dags folder."""
+
+    def __init__(self, home: Path, dags_folder: Path) -> None:
+        self.home = home
+        self.dags_folder = dags_folder
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+        self.env.pop("AIRFLOW_CONN_KIBO_DEFAULT", None)
+
+    def migrate(self) -> None:
+        self.airflow("db", "migrate")
+
+    def airflow(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [AIRFLOW, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def run_dag(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        connections: dict[str, dict[str, Any]] | None = None,
+    ) -> DagRunResult:
+        """`airflow dags test` one run, then read task states, tries and XComs from the database."""
+        env = {
+            f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
+            for conn_id, conn in (connections or {}).items()
+        }
+        args = ["dags", "test", dag_id]
+        if conf is not None:
+            args += ["-c", json.dumps(conf)]
+        proc = self.airflow(*args, env=env, check=False)
+        result = DagRunResult(proc.returncode, proc.stdout + proc.stderr)
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            run_id = db.execute(
+                "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+            ).fetchone()[0]
+            for task_id, map_index, state, try_number in db.execute(
+                "SELECT task_id, map_index, state, try_number FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ?",
+                (dag_id, run_id),
+            ):
+                result.states[(task_id, map_index)] = state
+                result.tries[(task_id, map_index)] = try_number
+            for task_id, map_index, value in db.execute(
+                "SELECT task_id, map_index, value FROM xcom "
+                "WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
+                (dag_id, run_id),
+            ):
+                result.xcom[(task_id, map_index)] = json.loads(value)
+        return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AirflowStack:
+    """API server, scheduler (LocalExecutor) and DAG processor, as production runs them, on 127.0.0.1.
+
+    Each process gets its own session (process group) and is stopped with it, even when a test fails.
+    """
+
+    def __init__(self, env: AirflowEnv, *, extra_env: dict[str, str] | None = None) -> None:
+        self.airflow_env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **env.env,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "kibo-provider-tests-only",
+            "AIRFLOW__API__SECRET_KEY": "kibo-provider-tests-only",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            **(extra_env or {}),
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.session = requests.Session()
+
+    def __enter__(self) -> AirflowStack:
+        try:
+            for name, args in (
+                ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port)]),
+                ("scheduler", ["scheduler"]),
+                ("dag-processor", ["dag-processor"]),
+            ):
+                log = (self.airflow_env.home / f"{name}.log").open("wb")
+                self.processes.append(
+                    subprocess.Popen(
+                        [AIRFLOW, *args],
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            self._wait_healthy()
+            token = self.session.get(f"{self.url}/auth/token", timeout=10).json()["access_token"]
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in self.processes:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{proc.args!r} exited with {proc.returncode}; see {self.airflow_env.home}"
+                    )
+            try:
+                if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"API server not healthy after {timeout} s; see {self.airflow_env.home}")
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.processes.clear()
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+        if not response.ok:
+            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
+        return response.json() if response.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=10)
+            if response.ok:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout} s")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return str(state)
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} of {dag_id} not finished after {timeout} s")

@@ -1,0 +1,64 @@
+"""The production path: scheduler + LocalExecutor + API server, triggered and read back over REST.
+
+Tasks run in task-runner subprocesses and fetch the `kibo` connection through the execution API (it is
+stored in the metadata database, not in the environment): where providers usually break.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from devtools.airflow_local import AirflowEnv, AirflowStack
+from tests.support import APP_KEY, SHARED_SECRET, TENANT
+
+EXAMPLES = Path(__file__).parent.parent / "example_dags"
+DAG_ID = "example_kibo_cancel_order"
+
+
+def test_single_order_dag_under_a_real_scheduler(
+    tmp_path: Path, emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
+    env = AirflowEnv(tmp_path / "airflow_home", EXAMPLES)
+    env.home.mkdir()
+    env.migrate()
+    with AirflowStack(env) as stack:
+        stack.api(
+            "POST",
+            "/api/v2/connections",
+            json={
+                "connection_id": "kibo_default",
+                "conn_type": "kibo",
+                "host": emulator.url,
+                "login": APP_KEY,
+                "password": SHARED_SECRET,
+                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
+            },
+        )
+        stack.wait_for_dag(DAG_ID)
+        stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        run = stack.api(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            json={
+                "logical_date": None,
+                "conf": {"order_id": 1042, "disposition_reason": "created_by_mistake"},
+            },
+        )
+        state = stack.wait_for_run(DAG_ID, run["dag_run_id"])
+        base = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances"
+        tasks = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
+        assert state == "success", (tasks, (env.home / "scheduler.log").read_text()[-5000:])
+        xcom = stack.api("GET", f"{base}/cancel_order/xcomEntries/return_value")
+
+    order = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    assert order == emulator.order(1042)
+    assert order["orderStatus"] == "CANCELED"
+    (cancel,) = emulator.requests_to("cancel")
+    assert cancel.body == {"orderId": 1042, "dispositionReason": "created_by_mistake"}
+    assert cancel.headers["x-vol-tenant"] == TENANT
+    assert emulator.cancels_applied(1042) == 1
