@@ -59,7 +59,10 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    """A misbehaviour for the next ``times`` requests to ``endpoint`` (None: every endpoint)."""
+    """A misbehaviour for the next ``times`` requests to ``endpoint`` (None: every endpoint).
+
+    With ``order_id`` set, only requests about that order (cancel body or Get Order path) match.
+    """
 
     kind: FaultKind
     endpoint: str | None = "cancel"
@@ -67,6 +70,7 @@ class Fault:
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
+    order_id: int | None = None
 
 
 @dataclass
@@ -166,9 +170,10 @@ class KiboEmulator:
         status: int = 503,
         retry_after: str | None = None,
         delay: float = 0.0,
+        order_id: int | None = None,
     ) -> None:
         with self._lock:
-            self._state.faults.append(Fault(kind, endpoint, times, status, retry_after, delay))
+            self._state.faults.append(Fault(kind, endpoint, times, status, retry_after, delay, order_id))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -250,10 +255,10 @@ class KiboEmulator:
 
     # --- request handling (called from handler threads) ---------------------------------------------
 
-    def _take_fault(self, endpoint: str) -> Fault | None:
+    def _take_fault(self, endpoint: str, order_id: int | None) -> Fault | None:
         with self._lock:
             for fault in self._state.faults:
-                if fault.endpoint in (None, endpoint):
+                if fault.endpoint in (None, endpoint) and fault.order_id in (None, order_id):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -432,7 +437,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(405, _error(f"{self.command} is not allowed on {path}", "METHOD_NOT_ALLOWED"))
             return
 
-        fault = emulator._take_fault(endpoint)
+        if endpoint == "cancel" and isinstance(body, dict) and isinstance(body.get("orderId"), int):
+            order_id = body["orderId"]
+        fault = emulator._take_fault(endpoint, order_id)
         if fault is not None:
             if fault.kind == "latency":
                 time.sleep(fault.delay)

@@ -289,6 +289,8 @@ class KiboHook(BaseHook):
         try:
             order = self.get_order(order_id)
         except KiboError as read_error:
+            if read_error.retryable:
+                raise read_error from cause  # undecided: a later (task) retry may settle it
             raise cause from read_error
         status = str(order.get("orderStatus") or order.get("status") or "")
         if status.upper() != CANCELED_STATUS:
