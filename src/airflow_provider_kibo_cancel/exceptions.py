@@ -8,6 +8,8 @@ errors cannot, so they fail the task at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KiboError(Exception):
     """Root of the provider's errors."""
@@ -108,3 +110,12 @@ class KiboResponseError(KiboError):
     """Kibo answered 2xx with something that is not the expected order (not JSON, wrong order id)."""
 
     retryable = True
+
+
+class KiboBulkCancelError(KiboError):
+    """A bulk cancel attempted everything and some orders failed or were invalid."""
+
+    def __init__(self, message: str, *, summary: dict[str, Any], retryable: bool) -> None:
+        self.summary = summary
+        self.retryable = retryable  # True when a failure was transient: a task retry may finish the job
+        super().__init__(message)

@@ -5,7 +5,10 @@ Validation runs before any network call and collects every problem, so one faile
 
 from __future__ import annotations
 
+import ast
+import json
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -161,6 +164,14 @@ class CancelOrderRequest(BaseModel):
         if self.disposition_reason == OTHER_REASON:
             body["dispositionOtherReason"] = self.disposition_other_reason
         return body
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel ended with: the order as Kibo has it, and whether an earlier call had canceled it."""
+
+    order: dict[str, Any]
+    already_canceled: bool
 
 
 def _origin(value: str, field: str) -> str:
@@ -335,3 +346,96 @@ def _tunable(key: str, value: Any) -> float | int:
     if not low <= number <= high:
         raise ValueError(f"{key} must be from {low:g} to {high:g}, got {number:g}")
     return number
+
+
+_BULK_ENTRY_KEYS = frozenset({"order_id", "disposition_reason", "disposition_other_reason"})
+
+
+@dataclass(frozen=True)
+class BulkCancelPlan:
+    """A bulk input split up before anything is sent: unique valid cancels, invalid entries, duplicates."""
+
+    requests: list[CancelOrderRequest]
+    invalid: list[dict[str, Any]]
+    duplicates: list[dict[str, Any]]
+
+    @property
+    def total(self) -> int:
+        return len(self.requests) + len(self.invalid) + len(self.duplicates)
+
+
+def _json_safe(value: Any) -> Any:
+    """An input echoed back in the summary (XCom is JSON): kept as is when it can be, else its repr."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _list_from_text(text: str) -> Any:
+    """A Jinja template renders a list as text: JSON, or Python's repr of it."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        raise KiboValidationError(
+            [f"orders must be a list of order ids or dicts, got {_short(text)}"]
+        ) from None
+
+
+def plan_bulk_cancel(
+    orders: Any, disposition_reason: Any = None, disposition_other_reason: Any = None
+) -> BulkCancelPlan:
+    """
+    Validate every entry of a bulk cancel; the first occurrence of an order id wins, later ones are
+    duplicates. An entry is an order id, or a dict with ``order_id`` and optional ``disposition_reason``
+    / ``disposition_other_reason``; the defaults fill what it leaves out (the default explanation only
+    when the entry keeps the default reason).
+    """
+    if isinstance(orders, str):
+        orders = _list_from_text(orders)
+    if orders is None or isinstance(orders, dict | bytes | int) or not hasattr(orders, "__iter__"):
+        raise KiboValidationError([f"orders must be a list of order ids or dicts, got {_short(orders)}"])
+
+    requests: list[CancelOrderRequest] = []
+    invalid: list[dict[str, Any]] = []
+    duplicates: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for entry in orders:
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - _BULK_ENTRY_KEYS, key=str)
+            if unknown or "order_id" not in entry:
+                problem = f"unknown keys {unknown}" if unknown else "order_id is missing"
+                invalid.append({"input": _json_safe(entry), "errors": [problem]})
+                continue
+            order_id = entry["order_id"]
+            reason = entry.get("disposition_reason", disposition_reason)
+            default_other = None if "disposition_reason" in entry else disposition_other_reason
+            other = entry.get("disposition_other_reason", default_other)
+        else:
+            order_id, reason, other = entry, disposition_reason, disposition_other_reason
+        if reason is None:
+            invalid.append(
+                {
+                    "input": _json_safe(entry),
+                    "errors": [
+                        "disposition_reason is required: give it per order or as the operator's default"
+                    ],
+                }
+            )
+            continue
+        try:
+            request = CancelOrderRequest.from_raw(order_id, reason, other)
+        except KiboValidationError as exc:
+            invalid.append({"input": _json_safe(entry), "errors": exc.problems})
+            continue
+        if request.order_id in seen:
+            duplicates.append({"order_id": request.order_id, "input": _json_safe(entry)})
+            continue
+        seen.add(request.order_id)
+        requests.append(request)
+    return BulkCancelPlan(requests, invalid, duplicates)

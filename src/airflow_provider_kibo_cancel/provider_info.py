@@ -12,6 +12,7 @@ from typing import Any
 from airflow_provider_kibo_cancel import __version__
 
 CONN_TYPE = "kibo"
+DEFAULT_CONN_ID = "kibo_default"
 HOOK_NAME = "Kibo Commerce"
 HOOK_CLASS = "airflow_provider_kibo_cancel.hooks.kibo.KiboHook"
 
@@ -93,6 +94,7 @@ def provider_info() -> dict[str, Any]:
                 "integration-name": "Kibo Commerce",
                 "python-modules": [
                     "airflow_provider_kibo_cancel.operators.cancel_order",
+                    "airflow_provider_kibo_cancel.operators.bulk_cancel",
                 ],
             }
         ],

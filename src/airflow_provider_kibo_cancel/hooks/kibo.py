@@ -33,10 +33,17 @@ from airflow_provider_kibo_cancel.models import (
     CANCELED_STATUS,
     ORDER_PATH,
     CancelOrderRequest,
+    CancelResult,
     KiboConnectionSettings,
     parse_order_id,
 )
-from airflow_provider_kibo_cancel.provider_info import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
+from airflow_provider_kibo_cancel.provider_info import (
+    CONN_FIELDS,
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    HOOK_NAME,
+    UI_FIELD_BEHAVIOUR,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -80,11 +87,16 @@ def _excerpt(response: requests.Response) -> str:
 
 
 class _Gate:
-    """Shared by every thread using one hook: a 429 pauses them all until Retry-After has passed."""
+    """
+    Shared by every thread using one hook: a 429 pauses them all until Retry-After has passed, and an
+    optional requests-per-second cap spaces their requests out.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, requests_per_second: float | None = None) -> None:
         self._lock = threading.Lock()
         self._paused_until = 0.0
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._next_slot = 0.0
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -93,6 +105,13 @@ class _Gate:
     def wait(self) -> None:
         while (delay := self._paused_until - time.monotonic()) > 0:
             time.sleep(delay)
+        if self._interval:
+            with self._lock:
+                now = time.monotonic()
+                slot = max(now, self._next_slot)
+                self._next_slot = slot + self._interval
+            if slot > now:
+                time.sleep(slot - now)
 
 
 class _Token:
@@ -120,10 +139,11 @@ class KiboHook(BaseHook):
     :param backoff_base: first backoff in seconds, doubled per attempt (overrides extra ``backoff_base``).
     :param max_retry_wait: longest wait between attempts, Retry-After included (extra ``max_retry_wait``).
     :param pool_size: HTTP connections kept open, at least the number of threads sharing the hook.
+    :param requests_per_second: optional cap on this hook's request rate, across all its threads.
     """
 
     conn_name_attr = "kibo_conn_id"
-    default_conn_name = "kibo_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = HOOK_NAME
 
@@ -136,6 +156,7 @@ class KiboHook(BaseHook):
         backoff_base: float | None = None,
         max_retry_wait: float | None = None,
         pool_size: int = 16,
+        requests_per_second: float | None = None,
     ) -> None:
         super().__init__()
         self.kibo_conn_id = kibo_conn_id
@@ -146,7 +167,7 @@ class KiboHook(BaseHook):
             "max_retry_wait": max_retry_wait,
         }
         self._pool_size = pool_size
-        self._gate = _Gate()
+        self._gate = _Gate(requests_per_second)
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
 
@@ -198,10 +219,10 @@ class KiboHook(BaseHook):
         (a 409, or a retry after an attempt that may have reached Kibo) is read back and returned.
         """
         request = CancelOrderRequest.from_raw(order_id, disposition_reason, disposition_other_reason)
-        return self.send_cancel(request)
+        return self.cancel(request).order
 
-    def send_cancel(self, request: CancelOrderRequest) -> dict[str, Any]:
-        """Send an already validated cancel; see :meth:`cancel_order`."""
+    def cancel(self, request: CancelOrderRequest) -> CancelResult:
+        """Send a validated cancel; the result tells whether the order was canceled by an earlier call."""
         if not request.is_published_reason:
             self.log.warning(
                 "disposition_reason %r is not one Kibo publishes; sending it as given",
@@ -211,9 +232,11 @@ class KiboHook(BaseHook):
             response = self._call("POST", CANCEL_PATH, order_id=request.order_id, json=request.body())
         except KiboError as exc:
             if isinstance(exc, KiboConflictError) or exc.may_have_applied:
-                return self._already_canceled(request.order_id, exc)
+                order = self._read_back_canceled(request.order_id, exc)
+                # After an attempt that may have landed, the cancel was most likely ours.
+                return CancelResult(order, already_canceled=not exc.may_have_applied)
             raise
-        return self._order_from(response, request.order_id)
+        return CancelResult(self._order_from(response, request.order_id), already_canceled=False)
 
     def get_order(self, order_id: Any) -> dict[str, Any]:
         """Read an order (``GET /api/v2/order/{orderId}``)."""
@@ -225,7 +248,7 @@ class KiboHook(BaseHook):
         return self._order_from(response, order_id)
 
     def describe_cancel(self, request: CancelOrderRequest) -> dict[str, Any]:
-        """The request :meth:`send_cancel` would send, without secrets (for dry runs)."""
+        """The request :meth:`cancel` would send, without secrets (for dry runs)."""
         return {
             "method": "POST",
             "url": self.settings.base_url + CANCEL_PATH,
@@ -284,7 +307,7 @@ class KiboHook(BaseHook):
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _already_canceled(self, order_id: int, cause: KiboError) -> dict[str, Any]:
+    def _read_back_canceled(self, order_id: int, cause: KiboError) -> dict[str, Any]:
         """Resolve a cancel that may have been applied before: succeed if the order reads CANCELED."""
         try:
             order = self.get_order(order_id)

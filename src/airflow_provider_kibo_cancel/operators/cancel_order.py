@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator
 from airflow_provider_kibo_cancel.exceptions import KiboError
-from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest
+from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -50,7 +49,7 @@ class CancelOrderOperator(BaseOperator):
         order_id: int | str,
         disposition_reason: str,
         disposition_other_reason: str | None = None,
-        kibo_conn_id: str = KiboHook.default_conn_name,
+        kibo_conn_id: str = DEFAULT_CONN_ID,
         dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -64,6 +63,11 @@ class CancelOrderOperator(BaseOperator):
         self.is_dry_run = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # Imported here, not at the top: DAG files import this module at every parse; requests and
+        # pydantic are only needed when the task runs.
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+        from airflow_provider_kibo_cancel.models import CancelOrderRequest
+
         hook = KiboHook(kibo_conn_id=self.kibo_conn_id)
         try:
             request = CancelOrderRequest.from_raw(
@@ -73,7 +77,7 @@ class CancelOrderOperator(BaseOperator):
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
                 return preview
-            order = hook.send_cancel(request)
+            order = hook.cancel(request).order
         except KiboError as exc:
             fail_task_unless_retryable(exc)
             raise
