@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo lock clean
+.PHONY: install test lint demo bench lock clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 # Cancel an order through a real Airflow DAG run against the local Kibo emulator.
 demo: install
 	$(BIN)/python -m devtools.demo
+
+# Speed figures beside their targets (see benchmarks/run.py); about a minute.
+bench: install
+	$(BIN)/python -m benchmarks.run
 
 # The whole suite: lint, type checks, unit tests, and DAG runs inside real Airflow against the emulator.
 test: lint

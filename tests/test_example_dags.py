@@ -38,7 +38,11 @@ def test_every_example_dag_imports_without_errors() -> None:
 
     bag = DagBag(dag_folder=str(EXAMPLES))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"example_kibo_cancel_order", "example_kibo_reconciliation"}
+    assert set(bag.dag_ids) == {
+        "example_kibo_cancel_order",
+        "example_kibo_reconciliation",
+        "example_kibo_bulk_reconciliation",
+    }
     single = bag.dags["example_kibo_cancel_order"]
     assert single.params.get_param("disposition_reason").schema["enum"] == [
         "customer_changed_mind",
@@ -94,3 +98,21 @@ def test_reconciliation_example_cancels_every_order_in_the_csv(
     assert other == [
         {"orderId": 1003, "dispositionReason": "other", "dispositionOtherReason": "Duplicate of order 1001"}
     ]
+
+
+def test_bulk_reconciliation_example_cancels_every_order_in_the_csv(
+    examples_env: AirflowEnv, seeded_emulator: KiboEmulator
+) -> None:
+    seeded_emulator.add_orders([1002], status="CANCELED")  # canceled since the CSV was written
+    result = examples_env.run_dag(
+        "example_kibo_bulk_reconciliation", connections={"kibo_default": kibo_connection(seeded_emulator)}
+    )
+    assert result.state("report") == "success", result.output[-3000:]
+    assert result.xcom[("report", -1)] == {
+        "canceled": 4,
+        "already_canceled": 1,
+        "failed": 0,
+        "invalid": 0,
+        "duplicates": 0,
+    }
+    assert sorted(result.xcom[("cancel_orders", -1)]["canceled"]) == [1001, 1003, 1004, 1005]

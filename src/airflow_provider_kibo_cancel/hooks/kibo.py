@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from airflow_provider_kibo_cancel._compat import BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
@@ -79,6 +81,17 @@ def _correlation_id(response: requests.Response, body: Any) -> str | None:
     if header:
         return header
     return body.get("correlationId") if isinstance(body, dict) else None
+
+
+@lru_cache(maxsize=256)
+def _prepared_template(
+    method: str, url: str, headers: tuple[tuple[str, str], ...]
+) -> requests.PreparedRequest:
+    """
+    A prepared request to copy for each call. ``Session.request`` would parse the URL, merge cookie jars
+    and settings every time: about 0.15 ms, a tenth of a request's CPU in a bulk run.
+    """
+    return requests.Request(method, url, headers=dict(headers)).prepare()
 
 
 def _excerpt(response: requests.Response) -> str:
@@ -196,13 +209,25 @@ class KiboHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
+        settings = self.settings
         session = requests.Session()
         # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection.
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self._pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        session.headers.update(self.settings.headers())
+        session.headers.update(settings.headers())
+        # requests reads proxy and CA-bundle variables from the environment on every request (~1 ms of
+        # CPU each, most of a request's cost); read them once per hook instead. No netrc either: the
+        # Authorization header is ours alone.
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         return session
+
+    @cached_property
+    def _proxies(self) -> dict[str, dict[str, str]]:
+        """Proxies from the environment (HTTPS_PROXY, NO_PROXY, ...) for each URL called, read once."""
+        settings = self.settings
+        return {url: get_environ_proxies(url) for url in (settings.base_url, settings.auth_url)}
 
     def get_conn(self) -> requests.Session:
         return self.session
@@ -344,14 +369,19 @@ class KiboHook(BaseHook):
             )
         return order
 
-    def _access_token(self, *, refresh: bool = False) -> str:
+    def _access_token(self, *, stale: str | None = None) -> str:
+        """The current token; a new one when it is near expiry or is ``stale`` (Kibo answered 401)."""
         settings = self.settings
         if settings.access_token and not settings.client_id:
             return settings.access_token
+        token = self._token
+        if token is not None and token.fresh() and token.value != stale:
+            return token.value  # the path every bulk worker takes: no lock
         with self._token_lock:
-            if refresh or self._token is None or not self._token.fresh():
-                self._token = self._fetch_token()
-            return self._token.value
+            token = self._token  # another thread may have refreshed it while this one waited
+            if token is None or not token.fresh() or token.value == stale:
+                token = self._token = self._fetch_token()
+            return token.value
 
     def _fetch_token(self) -> _Token:
         settings = self.settings
@@ -361,7 +391,7 @@ class KiboHook(BaseHook):
             "grant_type": "client_credentials",
         }
         response, _ = self._send(
-            lambda: self.session.post(settings.auth_url, json=credentials, timeout=self._timeout),
+            lambda: self._http("POST", settings.auth_url, json=credentials),
             what="OAuth token request",
             order_id=None,
         )
@@ -391,9 +421,19 @@ class KiboHook(BaseHook):
         # Refresh ahead of expiry so a long bulk run never sends a token that dies in flight.
         return _Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
 
-    @property
-    def _timeout(self) -> tuple[float, float]:
-        return (self.settings.timeout, self.settings.timeout)
+    def _http(
+        self, method: str, url: str, *, json: dict[str, Any] | None, token: str | None = None
+    ) -> requests.Response:
+        """One HTTP exchange over the hook's session, always with a timeout."""
+        session = self.session
+        prepared = _prepared_template(method, url, tuple(session.headers.items())).copy()
+        if json is not None:
+            prepared.prepare_body(data=None, files=None, json=json)
+        if token is not None:
+            prepared.headers["Authorization"] = f"Bearer {token}"
+        origin = self.settings.auth_url if url == self.settings.auth_url else self.settings.base_url
+        timeout = (self.settings.timeout, self.settings.timeout)
+        return session.send(prepared, timeout=timeout, proxies=self._proxies[origin])
 
     def _call(
         self,
@@ -407,17 +447,12 @@ class KiboHook(BaseHook):
         """One API call under the retry policy, refreshing the token once on a 401; raise on errors."""
         url = self.settings.base_url + path
         may_have_applied = False
+        token: str | None = None
         for refreshed in (False, True):
-            token = self._access_token(refresh=refreshed)
+            token = self._access_token(stale=token)
 
             def send(token: str = token) -> requests.Response:
-                return self.session.request(
-                    method,
-                    url,
-                    json=json,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=self._timeout,
-                )
+                return self._http(method, url, json=json, token=token)
 
             try:
                 response, applied = self._send(

@@ -1,0 +1,274 @@
+"""`make bench`: the provider's speed figures, measured in one run on this machine, beside their targets.
+
+1. Bulk throughput: BulkCancelOrdersOperator's request phase (``cancel_all``) for 1,000 orders with 16
+   workers against the emulator adding 25 ms per request, divided by the ideal N x latency / workers;
+   the sequential loop a user would write by hand is timed beside it.
+2. Parse-time import cost of ``airflow_provider_kibo_cancel.operators.cancel_order`` beyond
+   ``import airflow.sdk``, beside the http provider's ``HttpOperator`` (median of fresh interpreters).
+3. Per-request overhead of ``KiboHook.cancel_order`` against a bare ``requests.Session`` post (plus
+   ``.json()``) to the same emulator with no added latency, interleaved in blocks.
+
+The emulator runs in its own process on 127.0.0.1 so that it does not share the client's GIL.
+Figures are ratios measured in one run: the machines are noisy, absolute times vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from devtools.airflow_local import free_port
+
+APP_KEY, SHARED_SECRET, TENANT = "bench-app-key", "bench-shared-secret", "30294"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def emulator_process(latency: float, orders: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_kibo_cancel.emulator",
+            "--port",
+            str(port),
+            "--client-id",
+            APP_KEY,
+            "--client-secret",
+            SHARED_SECRET,
+            "--tenant",
+            TENANT,
+            "--open",
+            orders,
+            "--canceled",
+            "999999999",
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/_emulator/state", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def use_connection(url: str) -> None:
+    os.environ["AIRFLOW_CONN_KIBO_BENCH"] = json.dumps(
+        {
+            "conn_type": "kibo",
+            "login": APP_KEY,
+            "password": SHARED_SECRET,
+            "host": url,
+            "extra": {"tenant_id": TENANT, "environment": "sandbox"},
+        }
+    )
+
+
+def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import cancel_all
+
+    ideal = orders * latency / workers
+    batches = iter(range(1, (2 * repeats + 1) * orders + 1, orders))  # fresh open orders for every run
+    with emulator_process(latency, f"1-{(2 * repeats + 1) * orders}") as url:
+        use_connection(url)
+        hook = KiboHook("kibo_bench", pool_size=workers)
+        hook.get_order(1)  # token and first connection outside the measured phase
+        session, headers = bare_session(url)
+        bulk, bare = [], []
+        for _ in range(repeats):  # alternate, so that drift in machine load hits both alike
+            first = next(batches)
+            plan = plan_bulk_cancel(list(range(first, first + orders)), "created_by_mistake")
+            outcome = cancel_all(hook, plan.requests, max_concurrency=workers)
+            assert len(outcome.canceled) == orders, outcome.failed[:3]
+            bulk.append(outcome.elapsed / ideal)
+
+            first = next(batches)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(workers) as pool:  # the same load with bare requests, no hook
+                list(
+                    pool.map(
+                        lambda order_id: bare_cancel(session, url, headers, order_id),
+                        range(first, first + orders),
+                    )
+                )
+            bare.append((time.perf_counter() - started) / ideal)
+
+        first = next(batches)
+        loop_hook = KiboHook("kibo_bench")
+        loop_hook.get_order(1)
+        started = time.perf_counter()
+        for order_id in range(first, first + orders):  # what a user writes by hand
+            loop_hook.cancel_order(order_id, "created_by_mistake")
+        sequential = time.perf_counter() - started
+    return {
+        "ratio": statistics.median(bulk),
+        "low": min(bulk),
+        "high": max(bulk),
+        "ideal": ideal,
+        "bare": statistics.median(bare),
+        "sequential": sequential,
+        "sequential_ratio": sequential / ideal,
+    }
+
+
+def bare_session(url: str) -> tuple[requests.Session, dict[str, str]]:
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
+    token = session.post(
+        f"{url}/api/platform/applications/authtickets/oauth",
+        json={"client_id": APP_KEY, "client_secret": SHARED_SECRET, "grant_type": "client_credentials"},
+        timeout=10,
+    ).json()["access_token"]
+    return session, {"Authorization": f"Bearer {token}", "x-vol-tenant": TENANT, "Accept": "application/json"}
+
+
+def bare_cancel(session: requests.Session, url: str, headers: dict[str, str], order_id: int) -> None:
+    response = session.post(
+        f"{url}/api/v2/order/action/cancel",
+        json={"orderId": order_id, "dispositionReason": "created_by_mistake"},
+        headers=headers,
+        timeout=30,
+    )
+    response.raise_for_status()
+    response.json()
+
+
+def _import_seconds(statement: str) -> float:
+    code = (
+        "import time, airflow.sdk\n"
+        "started = time.perf_counter()\n"
+        f"{statement}\n"
+        "print(time.perf_counter() - started)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def bench_import(runs: int) -> dict[str, float]:
+    ours, http = [], []
+    for _ in range(runs):  # alternate, so that drift in machine load hits both alike
+        ours.append(_import_seconds("import airflow_provider_kibo_cancel.operators.cancel_order"))
+        http.append(_import_seconds("from airflow.providers.http.operators.http import HttpOperator"))
+    return {"ours_ms": 1000 * statistics.median(ours), "http_ms": 1000 * statistics.median(http)}
+
+
+def bench_overhead(rounds: int, block: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
+    with emulator_process(0.0, f"1-{2 * (rounds + 1) * block}") as url:
+        use_connection(url)
+        hook = KiboHook("kibo_bench")
+        session, headers = bare_session(url)
+        order_ids = iter(range(1, 2 * (rounds + 1) * block + 1))
+
+        def hook_block() -> float:
+            started = time.perf_counter()
+            for _ in range(block):
+                hook.cancel_order(next(order_ids), "created_by_mistake")
+            return time.perf_counter() - started
+
+        def bare_block() -> float:
+            started = time.perf_counter()
+            for _ in range(block):
+                bare_cancel(session, url, headers, next(order_ids))
+            return time.perf_counter() - started
+
+        hook_block(), bare_block()  # warm up both: token, connection, caches
+        hook_times, bare_times = [], []
+        for _ in range(rounds):
+            hook_times.append(hook_block())
+            bare_times.append(bare_block())
+    hook_us = 1e6 * statistics.median(hook_times) / block
+    bare_us = 1e6 * statistics.median(bare_times) / block
+    return {"hook_us": hook_us, "bare_us": bare_us, "ratio": hook_us / bare_us}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=0.025)
+    parser.add_argument("--repeats", type=int, default=5, help="bulk runs; the median is reported")
+    parser.add_argument("--import-runs", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--block", type=int, default=100)
+    args = parser.parse_args()
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}", flush=True)
+
+    bulk = bench_bulk(args.orders, args.workers, args.latency, args.repeats)
+    imports = bench_import(args.import_runs)
+    overhead = bench_overhead(args.rounds, args.block)
+
+    rows = [
+        (
+            f"1. bulk: {args.orders} orders, {args.workers} workers, {1000 * args.latency:.0f} ms latency "
+            f"(median of {args.repeats})",
+            f"{bulk['ratio']:.2f} x ideal {bulk['ideal']:.2f} s (runs {bulk['low']:.2f}-{bulk['high']:.2f}); "
+            f"bare requests on {args.workers} threads {bulk['bare']:.2f} x; "
+            f"sequential loop {bulk['sequential_ratio']:.1f} x ({bulk['sequential']:.1f} s)",
+            "<= 1.15 x ideal",
+            bulk["ratio"] <= 1.15,
+        ),
+        (
+            "2. import cost beyond `import airflow.sdk`",
+            f"{imports['ours_ms']:.1f} ms (HttpOperator {imports['http_ms']:.1f} ms)",
+            "<= 25 ms and below HttpOperator",
+            imports["ours_ms"] <= 25 and imports["ours_ms"] < imports["http_ms"],
+        ),
+        (
+            "3. KiboHook.cancel_order vs bare Session.post",
+            f"{overhead['hook_us']:.0f} us vs {overhead['bare_us']:.0f} us per request "
+            f"= {overhead['ratio']:.3f} x",
+            "<= 1.10 x",
+            overhead["ratio"] <= 1.10,
+        ),
+    ]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    print(f"\n| {'benchmark':<{widths[0]}} | {'measured':<{widths[1]}} | {'target':<{widths[2]}} | met |")
+    print(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 2)}|{'-' * (widths[2] + 2)}|-----|")
+    for name, measured, target, met in rows:
+        verdict = "yes" if met else "NO"
+        print(f"| {name:<{widths[0]}} | {measured:<{widths[1]}} | {target:<{widths[2]}} | {verdict} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
