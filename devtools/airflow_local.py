@@ -118,8 +118,15 @@ class AirflowStack:
     Each process gets its own session (process group) and is stopped with it, even when a test fails.
     """
 
-    def __init__(self, env: AirflowEnv, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        env: AirflowEnv,
+        *,
+        extra_env: dict[str, str] | None = None,
+        components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor"),
+    ) -> None:
         self.airflow_env = env
+        self.components = components
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -139,11 +146,13 @@ class AirflowStack:
 
     def __enter__(self) -> AirflowStack:
         try:
-            for name, args in (
-                ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port)]),
-                ("scheduler", ["scheduler"]),
-                ("dag-processor", ["dag-processor"]),
-            ):
+            commands = {
+                "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
+                "scheduler": ["scheduler"],
+                "dag-processor": ["dag-processor"],
+            }
+            for name in self.components:
+                args = commands[name]
                 log = (self.airflow_env.home / f"{name}.log").open("wb")
                 self.processes.append(
                     subprocess.Popen(
