@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo bench lock clean
+.PHONY: install test lint demo bench dist lock clean test-matrix test-older
 
 install: $(VENV)/.installed
 
@@ -33,9 +33,33 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Re-resolve the pinned dependencies (needs the network); commit the result.
-lock:
-	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/dev.in -o requirements/dev.lock
+# The wheel and sdist, into dist/.
+dist: install
+	$(BIN)/uv build --out-dir dist
+
+# Re-resolve the pinned dependencies (needs the network); commit the results.
+lock: install
+	cd requirements && for name in dev $(addprefix airflow-,$(MATRIX)); do \
+	  ../$(BIN)/uv pip compile --quiet --python-version 3.11 $$name.in -o $$name.lock || exit 1; done
+
+# The supported range: the newest Airflow (`make test`) and the older releases below, each in its own
+# virtual environment from its own lock. The browser test and the release checks run on the newest only;
+# the form itself is checked on each through the API server's hook_meta.
+MATRIX := 3.0 3.2
+
+test-matrix: test test-older
+
+test-older: $(addprefix test-airflow-,$(MATRIX))
+
+test-airflow-%: .venv-airflow-%/.installed
+	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only"
+
+.venv-airflow-%/.installed: requirements/airflow-%.lock pyproject.toml
+	test -x .venv-airflow-$*/bin/python || $(PYTHON) -m venv .venv-airflow-$*
+	.venv-airflow-$*/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	.venv-airflow-$*/bin/uv pip sync --quiet --python .venv-airflow-$*/bin/python --compile-bytecode requirements/airflow-$*.lock
+	.venv-airflow-$*/bin/uv pip install --quiet --python .venv-airflow-$*/bin/python --compile-bytecode --no-deps -e .
+	touch $@
 
 clean:
-	rm -rf $(VENV) .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist
+	rm -rf $(VENV) .venv-airflow-* .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist

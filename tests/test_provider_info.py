@@ -9,6 +9,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 import airflow_provider_kibo_cancel
 from airflow_provider_kibo_cancel import get_provider_info
@@ -82,9 +83,27 @@ def test_importing_the_package_does_not_import_airflow() -> None:
 
 
 def test_airflow_lists_the_provider_and_its_connection_type(airflow_env: AirflowEnv) -> None:
-    providers = json.loads(airflow_env.airflow("providers", "list", "-o", "json").stdout)
+    # Airflow 3.0 prints log lines before the JSON: the JSON is the last line.
+    providers = json.loads(airflow_env.airflow("providers", "list", "-o", "json").stdout.splitlines()[-1])
     ours = [p for p in providers if p["package_name"] == "airflow-provider-kibo-cancel"]
     assert ours and ours[0]["version"] == airflow_provider_kibo_cancel.__version__
-    hooks = json.loads(airflow_env.airflow("providers", "hooks", "-o", "json").stdout)
+    hooks = json.loads(airflow_env.airflow("providers", "hooks", "-o", "json").stdout.splitlines()[-1])
     kibo = [h for h in hooks if h["connection_type"] == "kibo"]
     assert kibo and kibo[0]["class"] == "airflow_provider_kibo_cancel.hooks.kibo.KiboHook"
+
+
+@pytest.mark.newest_only
+def test_no_deprecated_airflow_imports_on_the_newest_release() -> None:
+    code = (
+        "import json, warnings, airflow.sdk\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import airflow_provider_kibo_cancel.hooks.kibo, airflow_provider_kibo_cancel.emulator\n"
+        "    import airflow_provider_kibo_cancel.operators.cancel_order as c, "
+        "airflow_provider_kibo_cancel.operators.bulk_cancel as b\n"
+        "    c.CancelOrderOperator(task_id='t', order_id=1, disposition_reason='other')\n"
+        "    b.BulkCancelOrdersOperator(task_id='b', orders=[1])\n"
+        "print(json.dumps([f'{w.category.__name__}: {w.message}' for w in caught]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []

@@ -211,10 +211,33 @@ def test_bad_tenant_or_host_is_rejected_before_any_request(
 def test_secrets_and_tokens_are_registered_with_the_masker(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.sdk._shared.secrets_masker import redact  # the masker Airflow task logs go through
+    try:  # the masker Airflow's task logs go through
+        from airflow.sdk._shared.secrets_masker import redact
+    except ImportError:  # Airflow < 3.2
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]
 
     hook = hook_for(emulator, monkeypatch)
     hook.cancel_order(1051, "created_by_mistake")
     token = emulator.requests_to("cancel")[0].headers["authorization"].removeprefix("Bearer ")
     redacted = redact(f"secret={SHARED_SECRET} token={token}")
     assert SHARED_SECRET not in redacted and token not in redacted
+
+
+def test_requests_per_second_caps_the_rate(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_FAULTS", json.dumps(kibo_connection(emulator)))
+    hook = KiboHook("kibo_faults", requests_per_second=10)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(hook.get_order, range(1060, 1070)))
+    reads = [r.received_at for r in emulator.requests_to("get_order")]
+    assert len(reads) == 10
+    assert max(reads) - min(reads) >= 0.85  # ten requests at ten a second span at least 0.9 s
+
+
+def test_the_test_button_answers_fast_when_the_host_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    with KiboEmulator() as gone:
+        conn = kibo_connection(gone, backoff_base=5)
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_GONE", json.dumps(conn))
+    started = time.monotonic()
+    ok, message = KiboHook("kibo_gone").test_connection()
+    assert not ok and "OAuth token request failed after 1 attempt(s)" in message
+    assert time.monotonic() - started < 5  # one attempt, no backoff

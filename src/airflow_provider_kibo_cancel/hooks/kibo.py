@@ -130,12 +130,12 @@ class _Gate:
 class _Token:
     """An OAuth access token and when to stop using it."""
 
-    def __init__(self, value: str, refresh_at: float | None) -> None:
+    def __init__(self, value: str, refresh_at: float) -> None:
         self.value = value
-        self.refresh_at = refresh_at  # None: a pre-issued token, never refreshed
+        self.refresh_at = refresh_at
 
     def fresh(self) -> bool:
-        return self.refresh_at is None or time.monotonic() < self.refresh_at
+        return time.monotonic() < self.refresh_at
 
 
 class KiboHook(BaseHook):
@@ -369,7 +369,7 @@ class KiboHook(BaseHook):
             )
         return order
 
-    def _access_token(self, *, stale: str | None = None) -> str:
+    def _access_token(self, *, stale: str | None = None, max_attempts: int | None = None) -> str:
         """The current token; a new one when it is near expiry or is ``stale`` (Kibo answered 401)."""
         settings = self.settings
         if settings.access_token and not settings.client_id:
@@ -380,10 +380,10 @@ class KiboHook(BaseHook):
         with self._token_lock:
             token = self._token  # another thread may have refreshed it while this one waited
             if token is None or not token.fresh() or token.value == stale:
-                token = self._token = self._fetch_token()
+                token = self._token = self._fetch_token(max_attempts)
             return token.value
 
-    def _fetch_token(self) -> _Token:
+    def _fetch_token(self, max_attempts: int | None) -> _Token:
         settings = self.settings
         credentials = {
             "client_id": settings.client_id,
@@ -394,6 +394,7 @@ class KiboHook(BaseHook):
             lambda: self._http("POST", settings.auth_url, json=credentials),
             what="OAuth token request",
             order_id=None,
+            max_attempts=max_attempts,
         )
         if response.status_code >= 400:
             error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
@@ -449,7 +450,7 @@ class KiboHook(BaseHook):
         may_have_applied = False
         token: str | None = None
         for refreshed in (False, True):
-            token = self._access_token(stale=token)
+            token = self._access_token(stale=token, max_attempts=max_attempts)
 
             def send(token: str = token) -> requests.Response:
                 return self._http(method, url, json=json, token=token)

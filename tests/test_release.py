@@ -1,0 +1,122 @@
+"""The package as a user gets it: wheel and sdist built and checked, the wheel in a clean environment."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+
+import airflow_provider_kibo_cancel
+from devtools.airflow_local import AirflowEnv, free_port
+
+pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
+
+ROOT = Path(__file__).parent.parent
+UV = str(Path(sys.executable).with_name("uv"))
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([UV, "build", "--quiet", "--out-dir", str(out), str(ROOT)], check=True)
+    return out
+
+
+def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
+    version = airflow_provider_kibo_cancel.__version__
+    wheel = dist / f"airflow_provider_kibo_cancel-{version}-py3-none-any.whl"
+    sdist = dist / f"airflow_provider_kibo_cancel-{version}.tar.gz"
+    assert wheel.exists() and sdist.exists(), sorted(p.name for p in dist.iterdir())
+    twine = str(Path(sys.executable).with_name("twine"))
+    result = subprocess.run(
+        [twine, "check", "--strict", str(wheel), str(sdist)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "airflow_provider_kibo_cancel/py.typed" in names
+    assert not [n for n in names if n.startswith(("tests/", "devtools/", "benchmarks/"))]
+    metadata = zipfile.ZipFile(wheel).read(
+        f"airflow_provider_kibo_cancel-{version}.dist-info/entry_points.txt"
+    )
+    assert b"provider_info = airflow_provider_kibo_cancel:get_provider_info" in metadata
+    assert b"kibo-emulator = airflow_provider_kibo_cancel.emulator.__main__:main" in metadata
+
+
+def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    # Airflow and the rest from the same pins as the project; the provider from the wheel, not the tree.
+    subprocess.run(
+        [
+            UV,
+            "pip",
+            "sync",
+            "--quiet",
+            "--python",
+            python,
+            "--compile-bytecode",
+            str(ROOT / "requirements" / "dev.lock"),
+        ],
+        check=True,
+    )
+    (wheel,) = dist.glob("*.whl")
+    subprocess.run([UV, "pip", "install", "--quiet", "--python", python, "--no-deps", str(wheel)], check=True)
+    installed = subprocess.run(
+        [python, "-c", "import airflow_provider_kibo_cancel as p; print(p.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert str(venv) in installed  # not the source tree
+
+    dags = tmp_path / "dags"
+    shutil.copytree(ROOT / "example_dags", dags)
+    airflow = AirflowEnv(tmp_path / "home", dags, airflow=str(venv / "bin" / "airflow"))
+    airflow.home.mkdir()
+    airflow.env["PYTHONPATH"] = ""  # nothing from the source tree
+    airflow.migrate()
+    providers = json.loads(airflow.airflow("providers", "list", "-o", "json").stdout.splitlines()[-1])
+    assert {"package_name": "airflow-provider-kibo-cancel"}.items() <= next(
+        p for p in providers if p["package_name"] == "airflow-provider-kibo-cancel"
+    ).items()
+
+    port = free_port()
+    emulator = subprocess.Popen(
+        [str(venv / "bin" / "kibo-emulator"), "--port", str(port)], stdout=subprocess.DEVNULL, cwd=tmp_path
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{url}/_emulator/state", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "kibo-emulator did not start"
+                time.sleep(0.2)
+        connection = {
+            "conn_type": "kibo",
+            "login": "demo-app-key",
+            "password": "demo-shared-secret",
+            "host": url,
+            "extra": {"tenant_id": "30294", "environment": "sandbox"},
+        }
+        result = airflow.run_dag(
+            "example_kibo_cancel_order", conf={"order_id": 1234}, connections={"kibo_default": connection}
+        )
+        state = requests.get(f"{url}/_emulator/state", timeout=5).json()
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+    assert result.state("cancel_order") == "success", result.output[-3000:]
+    assert result.xcom[("cancel_order", -1)]["orderStatus"] == "CANCELED"
+    assert state["cancels_applied"] == {"1234": 1}
