@@ -22,59 +22,33 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import requests
 
-from devtools.airflow_local import free_port
+from devtools.emulator_process import emulator_process
 
 APP_KEY, SHARED_SECRET, TENANT = "bench-app-key", "bench-shared-secret", "30294"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@contextmanager
-def emulator_process(latency: float, orders: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_kibo_cancel.emulator",
-            "--port",
-            str(port),
-            "--client-id",
-            APP_KEY,
-            "--client-secret",
-            SHARED_SECRET,
-            "--tenant",
-            TENANT,
-            "--open",
-            orders,
-            "--canceled",
-            "999999999",
-            "--latency",
-            str(latency),
-        ],
-        stdout=subprocess.DEVNULL,
+def emulator(latency: float, orders: str) -> AbstractContextManager[str]:
+    return emulator_process(
+        "--client-id",
+        APP_KEY,
+        "--client-secret",
+        SHARED_SECRET,
+        "--tenant",
+        TENANT,
+        "--open",
+        orders,
+        "--canceled",
+        "999999999",
+        "--latency",
+        str(latency),
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/_emulator/state", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def use_connection(url: str) -> None:
@@ -96,7 +70,7 @@ def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[
 
     ideal = orders * latency / workers
     batches = iter(range(1, (2 * repeats + 1) * orders + 1, orders))  # fresh open orders for every run
-    with emulator_process(latency, f"1-{(2 * repeats + 1) * orders}") as url:
+    with emulator(latency, f"1-{(2 * repeats + 1) * orders}") as url:
         use_connection(url)
         hook = KiboHook("kibo_bench", pool_size=workers)
         hook.get_order(1)  # token and first connection outside the measured phase
@@ -182,7 +156,7 @@ def bench_import(runs: int) -> dict[str, float]:
 def bench_overhead(rounds: int, block: int) -> dict[str, float]:
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
-    with emulator_process(0.0, f"1-{2 * (rounds + 1) * block}") as url:
+    with emulator(0.0, f"1-{2 * (rounds + 1) * block}") as url:
         use_connection(url)
         hook = KiboHook("kibo_bench")
         session, headers = bare_session(url)

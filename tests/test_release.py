@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 import requests
 
 import airflow_provider_kibo_cancel
-from devtools.airflow_local import AirflowEnv, free_port
+from devtools.airflow_local import AirflowEnv
+from devtools.emulator_process import emulator_process
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
 
@@ -89,20 +89,7 @@ def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path
         p for p in providers if p["package_name"] == "airflow-provider-kibo-cancel"
     ).items()
 
-    port = free_port()
-    emulator = subprocess.Popen(
-        [str(venv / "bin" / "kibo-emulator"), "--port", str(port)], stdout=subprocess.DEVNULL, cwd=tmp_path
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(f"{url}/_emulator/state", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "kibo-emulator did not start"
-                time.sleep(0.2)
+    with emulator_process(executable=[str(venv / "bin" / "kibo-emulator")]) as url:  # its console script
         connection = {
             "conn_type": "kibo",
             "login": "demo-app-key",
@@ -114,9 +101,6 @@ def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path
             "example_kibo_cancel_order", conf={"order_id": 1234}, connections={"kibo_default": connection}
         )
         state = requests.get(f"{url}/_emulator/state", timeout=5).json()
-    finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
     assert result.state("cancel_order") == "success", result.output[-3000:]
     assert result.xcom[("cancel_order", -1)]["orderStatus"] == "CANCELED"
     assert state["cancels_applied"] == {"1234": 1}
