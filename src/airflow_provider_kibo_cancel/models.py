@@ -55,10 +55,7 @@ def parse_order_id(value: Any) -> int:
 
 
 def _problems(exc: ValidationError) -> list[str]:
-    problems: list[str] = []
-    for error in exc.errors():
-        problems.extend(str(error["msg"]).removeprefix("Value error, ").split("; "))
-    return problems
+    return [str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()]
 
 
 def _pairing_problems(reason: str | None, other: str | None) -> list[str]:
@@ -149,9 +146,8 @@ class CancelOrderRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_other_reason_matches_reason(self) -> CancelOrderRequest:
-        problems = _pairing_problems(self.disposition_reason, self.disposition_other_reason)
-        if problems:
-            raise ValueError("; ".join(problems))
+        if problems := _pairing_problems(self.disposition_reason, self.disposition_other_reason):
+            raise ValueError(problems[0])  # there is never more than one
         return self
 
     @property
