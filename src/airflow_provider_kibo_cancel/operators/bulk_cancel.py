@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator
+from airflow_provider_kibo_cancel._compat import BaseOperator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
+from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -179,8 +180,9 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:
             self._check_settings()
             plan = plan_bulk_cancel(self.orders, self.disposition_reason, self.disposition_other_reason)
-        except KiboValidationError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        except KiboError as exc:
+            fail_task_unless_retryable(exc)
+            raise
         self.log.info(
             "Bulk cancel: %d entries, %d to cancel, %d invalid, %d duplicates",
             plan.total,
@@ -201,7 +203,8 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:  # a broken connection fails the task once, not once per order
             self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
         except KiboError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            fail_task_unless_retryable(exc)
+            raise
         outcome = cancel_all(
             hook,
             plan.requests,
@@ -285,6 +288,5 @@ class BulkCancelOrdersOperator(BaseOperator):
         error = KiboBulkCancelError(
             message, summary=summary, retryable=any(f["retryable"] for f in summary["failed"])
         )
-        if not error.retryable:
-            raise AirflowFailException(message) from error
+        fail_task_unless_retryable(error)
         raise error  # a task retry can help; orders canceled by now come back as already_canceled

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator
+from airflow_provider_kibo_cancel._compat import BaseOperator
 from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def fail_task_unless_retryable(exc: KiboError) -> None:
-    """Input, 400/403/404 and authentication errors fail the task without using Airflow's retries."""
-    if not exc.retryable:
-        raise AirflowFailException(str(exc)) from exc
 
 
 class CancelOrderOperator(BaseOperator):
