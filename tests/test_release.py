@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,19 @@ pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Ai
 
 ROOT = Path(__file__).parent.parent
 UV = str(Path(sys.executable).with_name("uv"))
+
+
+def package_files() -> list[str]:
+    """The package's files as git tracks them (what the wheel must hold, no more, no less)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "airflow_provider_kibo_cancel"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked, "git ls-files found no package files"
+    return sorted(tracked)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +54,18 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     names = zipfile.ZipFile(wheel).namelist()
-    assert "airflow_provider_kibo_cancel/py.typed" in names
-    assert not [n for n in names if n.startswith(("tests/", "devtools/", "benchmarks/"))]
+    # Exactly the package's tracked files: nothing from tests/, devtools/ or benchmarks/, and nothing of
+    # the package left out (the root layout no longer fences the package off by itself).
+    packaged = sorted(
+        n for n in names if not n.startswith(f"airflow_provider_kibo_cancel-{version}.dist-info/")
+    )
+    assert packaged == package_files()
+    assert "airflow_provider_kibo_cancel/py.typed" in packaged
+    with tarfile.open(sdist) as archive:
+        sdist_names = archive.getnames()
+    prefix = f"airflow_provider_kibo_cancel-{version}/"
+    assert {prefix + n for n in package_files()} <= set(sdist_names)
+    assert not [n for n in sdist_names if "/.venv" in n or "__pycache__" in n]
     metadata = zipfile.ZipFile(wheel).read(
         f"airflow_provider_kibo_cancel-{version}.dist-info/entry_points.txt"
     )
