@@ -19,4 +19,9 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.0
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
-__all__ = ["AirflowFailException", "BaseHook", "BaseOperator", "mask_secret"]
+try:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined,no-redef,unused-ignore]
+
+__all__ = ["AirflowFailException", "AirflowNotFoundException", "BaseHook", "BaseOperator", "mask_secret"]

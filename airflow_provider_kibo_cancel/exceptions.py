@@ -18,6 +18,9 @@ class KiboError(Exception):
     #: True when an attempt may have reached Kibo before this failure (a timeout, dropped connection or
     #: 5xx): a cancel is then resolved by reading the order back instead of failing blindly.
     may_have_applied: bool = False
+    #: False when the call failed before any request left this machine (the run was stopped, the circuit
+    #: was open, Kibo asked to wait, no token): a bulk run counts such an order as ``not_attempted``.
+    sent: bool = True
 
     def __init__(
         self,
@@ -104,6 +107,46 @@ class KiboTransportError(KiboError):
     """Timeout or connection error after every attempt; the request may or may not have reached Kibo."""
 
     retryable = True
+
+
+class KiboTLSError(KiboTransportError):
+    """The TLS handshake failed (certificate not trusted, wrong host name): retrying cannot help."""
+
+    retryable = False
+
+
+class KiboRedirectError(KiboApiError):
+    """Kibo (or something in its place) answered with a redirect; redirects are never followed."""
+
+
+class KiboPreflightError(KiboError):
+    """A call refused before sending anything: the order was not attempted."""
+
+    sent = False
+
+
+class KiboStoppedError(KiboPreflightError):
+    """The hook was stopped (task timeout, kill, interrupt): no further request is sent."""
+
+    retryable = True
+
+
+class KiboCircuitOpenError(KiboPreflightError):
+    """Kibo is evidently down (every request failed for a whole retry schedule): calls fail at once."""
+
+    retryable = True
+
+
+class KiboRateLimitWaitError(KiboPreflightError):
+    """Kibo asked every caller to wait longer than this run may sleep; nothing more is sent until then."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, resume_at: float, order_id: int | None = None):
+        #: Seconds still to wait when raised, and the wall-clock time (epoch seconds) Kibo accepts calls.
+        self.retry_after = retry_after
+        self.resume_at = resume_at
+        super().__init__(message, order_id=order_id)
 
 
 class KiboResponseError(KiboError):

@@ -1,6 +1,6 @@
 """`make bench`: the provider's speed figures, measured in one run on this machine, beside their targets.
 
-1. Bulk throughput: BulkCancelOrdersOperator's request phase (``cancel_all``) for 1,000 orders with 16
+1. Bulk throughput: BulkCancelOrdersOperator's request phase (``BulkRun``) for 1,000 orders with 16
    workers against the emulator adding 25 ms per request, divided by the ideal N x latency / workers;
    the sequential loop a user would write by hand is timed beside it.
 2. Parse-time import cost of ``airflow_provider_kibo_cancel.operators.cancel_order`` beyond
@@ -66,7 +66,7 @@ def use_connection(url: str) -> None:
 def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[str, float]:
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
     from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import cancel_all
+    from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, BulkRun
 
     ideal = orders * latency / workers
     batches = iter(range(1, (2 * repeats + 1) * orders + 1, orders))  # fresh open orders for every run
@@ -79,8 +79,8 @@ def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[
         for _ in range(repeats):  # alternate, so that drift in machine load hits both alike
             first = next(batches)
             plan = plan_bulk_cancel(list(range(first, first + orders)), "created_by_mistake")
-            outcome = cancel_all(hook, plan.requests, max_concurrency=workers)
-            assert len(outcome.canceled) == orders, outcome.failed[:3]
+            outcome = BulkRun(hook, plan.requests, max_concurrency=workers).run()
+            assert outcome.count(CANCELED) == orders, list(outcome.failures.values())[:3]
             bulk.append(outcome.elapsed / ideal)
 
             first = next(batches)

@@ -200,7 +200,9 @@ def test_test_connection_names_a_wrong_secret(
     use_connection(monkeypatch, emulator, password="nope-123")
     ok, message = KiboHook().test_connection()
     assert not ok
-    assert message.startswith("Kibo rejected the credentials")
+    # One statement of the problem, not "rejected the credentials: ... refused the ..."
+    assert message.startswith("Kibo refused the Application Key / Shared Secret (HTTP 401")
+    assert "rejected" not in message
     assert "nope-123" not in message
 
 

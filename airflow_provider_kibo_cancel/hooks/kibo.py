@@ -2,33 +2,49 @@
 
 from __future__ import annotations
 
+import copy
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from airflow_provider_kibo_cancel._compat import BaseHook, mask_secret
+from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
     KiboApiError,
     KiboAuthenticationError,
     KiboBadRequestError,
+    KiboCircuitOpenError,
+    KiboConfigurationError,
     KiboConflictError,
     KiboError,
     KiboForbiddenError,
     KiboNotFoundError,
     KiboRateLimitError,
+    KiboRateLimitWaitError,
+    KiboRedirectError,
     KiboResponseError,
     KiboServerError,
+    KiboStoppedError,
+    KiboTLSError,
     KiboTransportError,
     KiboValidationError,
+)
+from airflow_provider_kibo_cancel.hooks.policy import (
+    MIN_RETRY_WAIT,
+    RETRYABLE_STATUSES,
+    CircuitBreaker,
+    Gate,
+    HookStopped,
+    backoff,
+    classify,
+    retry_after_seconds,
 )
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
@@ -50,7 +66,6 @@ from airflow_provider_kibo_cancel.provider_info import (
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _ERROR_CLASSES: dict[int, type[KiboApiError]] = {
     400: KiboBadRequestError,
     401: KiboAuthenticationError,
@@ -61,19 +76,8 @@ _ERROR_CLASSES: dict[int, type[KiboApiError]] = {
     429: KiboRateLimitError,
 }
 _EXCERPT = 200
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
+#: Keys of a JSON error body in Kibo's shape (how test_connection tells Kibo from another server's 404).
+_KIBO_ERROR_KEYS = frozenset({"message", "errorCode", "applicationName", "correlationId", "items"})
 
 
 def _correlation_id(response: requests.Response, body: Any) -> str | None:
@@ -94,37 +98,19 @@ def _prepared_template(
     return requests.Request(method, url, headers=dict(headers)).prepare()
 
 
+def _without_userinfo(url: str) -> str:
+    """A URL fit for a message: any ``user:password@`` dropped."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _excerpt(response: requests.Response) -> str:
     text = " ".join(response.text[:_EXCERPT].split())
     return text + ("..." if len(response.text) > _EXCERPT else "")
-
-
-class _Gate:
-    """
-    Shared by every thread using one hook: a 429 pauses them all until Retry-After has passed, and an
-    optional requests-per-second cap spaces their requests out.
-    """
-
-    def __init__(self, requests_per_second: float | None = None) -> None:
-        self._lock = threading.Lock()
-        self._paused_until = 0.0
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next_slot = 0.0
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    def wait(self) -> None:
-        while (delay := self._paused_until - time.monotonic()) > 0:
-            time.sleep(delay)
-        if self._interval:
-            with self._lock:
-                now = time.monotonic()
-                slot = max(now, self._next_slot)
-                self._next_slot = slot + self._interval
-            if slot > now:
-                time.sleep(slot - now)
 
 
 class _Token:
@@ -144,7 +130,10 @@ class KiboHook(BaseHook):
 
     One ``requests.Session`` and one OAuth token per hook, shared safely by threads. Every call follows one
     retry policy: timeouts, connection errors, 429 and 5xx are retried with exponential backoff and jitter,
-    honouring ``Retry-After``; 400/403/404/405 never are. A 401 refreshes the token once.
+    honouring ``Retry-After``; 400/403/404/405, redirects and TLS errors never are. A 401 refreshes the
+    token once. Failures are shared by every thread of the hook: refused credentials fail every later call
+    without another OAuth request, a 429 pauses them all, a Kibo that is down opens a circuit breaker
+    (see :mod:`~airflow_provider_kibo_cancel.hooks.policy`), and :meth:`stop` ends every call at once.
 
     :param kibo_conn_id: the ``kibo`` connection to use.
     :param timeout: seconds for connecting and for reading one response (overrides extra ``timeout``).
@@ -180,15 +169,26 @@ class KiboHook(BaseHook):
             "max_retry_wait": max_retry_wait,
         }
         self._pool_size = pool_size
-        self._gate = _Gate(requests_per_second)
+        self._gate = Gate(requests_per_second)
+        self._breaker = CircuitBreaker()
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
+        # Refused credentials are final for this hook: every later call fails with the same error.
+        self._credentials_refused: KiboAuthenticationError | None = None
 
     # --- connection -------------------------------------------------------------------------------------
 
     @cached_property
     def connection(self) -> Connection:
-        return self.get_connection(self.kibo_conn_id)
+        try:
+            return self.get_connection(self.kibo_conn_id)
+        except AirflowNotFoundException:
+            # A missing connection is configuration, not a passing fault: fail without task retries.
+            raise KiboConfigurationError(
+                f"The Kibo connection {self.kibo_conn_id!r} does not exist; create it (Admin -> "
+                f"Connections, `airflow connections add`, or AIRFLOW_CONN_{self.kibo_conn_id.upper()}) "
+                "or set kibo_conn_id to an existing one"
+            ) from None
 
     @cached_property
     def settings(self) -> KiboConnectionSettings:
@@ -246,9 +246,14 @@ class KiboHook(BaseHook):
         request = CancelOrderRequest.from_raw(order_id, disposition_reason, disposition_other_reason)
         return self.cancel(request).order
 
-    def cancel(self, request: CancelOrderRequest) -> CancelResult:
-        """Send a validated cancel; the result tells whether the order was canceled by an earlier call."""
-        if not request.is_published_reason:
+    def cancel(self, request: CancelOrderRequest, *, warn_unpublished_reason: bool = True) -> CancelResult:
+        """
+        Send a validated cancel; the result tells whether the order was canceled by an earlier call.
+
+        ``warn_unpublished_reason=False`` leaves the warning about a reason Kibo does not publish to the
+        caller (a bulk run warns once, with the count, instead of once per order).
+        """
+        if warn_unpublished_reason and not request.is_published_reason:
             self.log.warning(
                 "disposition_reason %r is not one Kibo publishes; sending it as given",
                 request.disposition_reason,
@@ -262,6 +267,39 @@ class KiboHook(BaseHook):
                 return CancelResult(order, already_canceled=not exc.may_have_applied)
             raise
         return CancelResult(self._order_from(response, request.order_id), already_canceled=False)
+
+    def authenticate(self) -> None:
+        """
+        Obtain the OAuth token now (a no-op with a pre-issued token). A bulk run calls this before it
+        dispatches anything, so refused credentials cost one OAuth request and no cancel.
+        """
+        self._access_token()
+
+    @property
+    def credentials_refused(self) -> bool:
+        """True once Kibo refused this hook's application key or shared secret (final for the hook)."""
+        return self._credentials_refused is not None
+
+    def stop(self) -> None:
+        """
+        Stop every call of this hook, in every thread, at once and for good: waits end, and no further
+        request is sent (calls raise :class:`KiboStoppedError`). Requests already on the wire finish.
+        For a task's timeout, kill or interrupt.
+        """
+        self._gate.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._gate.stopped
+
+    @property
+    def circuit_open(self) -> bool:
+        """True while the circuit breaker holds calls back because Kibo is evidently down."""
+        return self._breaker.is_open
+
+    def rate_limit_wait(self) -> float:
+        """Seconds until Kibo accepts calls again after a 429 (0 when no pause is in force)."""
+        return self._gate.paused_for()
 
     def get_order(self, order_id: Any) -> dict[str, Any]:
         """Read an order (``GET /api/v2/order/{orderId}``)."""
@@ -282,20 +320,46 @@ class KiboHook(BaseHook):
         }
 
     def test_connection(self) -> tuple[bool, str]:
-        """Prove the credentials and the tenant with a token and a read; no order is changed."""
+        """
+        Prove the credentials and the tenant with a token and a read of order 1; no order is changed.
+        Succeeds only on an answer that is Kibo's: the order, or a 404 with an error body in Kibo's shape.
+        """
+        url_path = ORDER_PATH.format(order_id=1)
         try:
             settings = self.settings
-            self._call("GET", ORDER_PATH.format(order_id=1), order_id=1, max_attempts=1)
-        except KiboNotFoundError:
-            pass  # authenticated and authorised for the tenant: order 1 simply does not exist
-        except KiboAuthenticationError as exc:
-            return False, f"Kibo rejected the credentials: {exc}"
-        except KiboForbiddenError as exc:
-            return False, f"The credentials are not allowed for this tenant or site: {exc}"
+            token = self._access_token(max_attempts=1)
+            response, _ = self._send(
+                lambda: self._http("GET", settings.base_url + url_path, json=None, token=token),
+                what=f"GET {url_path}",
+                order_id=None,
+                max_attempts=1,
+            )
         except KiboTransportError as exc:
             return False, f"Kibo is unreachable: {exc}"
         except KiboError as exc:
             return False, str(exc)
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status == 200 and isinstance(body, dict) and ("orderID" in body or "orderId" in body):
+            pass
+        elif status == 404 and isinstance(body, dict) and _KIBO_ERROR_KEYS & body.keys():
+            pass  # authenticated and authorised for the tenant: order 1 simply does not exist
+        elif status >= 300 and status != 404:
+            error = self._error_from(response, f"Kibo GET {url_path} failed", order_id=None)
+            if status == 401:
+                return False, f"Kibo refused the token for tenant {settings.tenant_id}: {error}"
+            if status == 403:
+                return False, f"The credentials are not allowed for this tenant or site: {error}"
+            return False, str(error)
+        else:
+            content_type = response.headers.get("Content-Type", "no content type")
+            return False, (
+                f"{settings.base_url} does not answer like Kibo: GET {url_path} gave HTTP {status} "
+                f"({content_type}): {_excerpt(response)!r}. Check the connection's host and tenant."
+            )
         return True, (
             f"Connected to Kibo tenant {settings.tenant_id} ({settings.environment}) at {settings.base_url}"
         )
@@ -337,13 +401,16 @@ class KiboHook(BaseHook):
         try:
             order = self.get_order(order_id)
         except KiboError as read_error:
+            # The cancel's own error stays the one reported; the read-back adds why it could not settle it.
+            cause.message += f"; reading the order back to settle it failed too: {read_error.message}"
+            cause.args = (cause._render(),)
             if read_error.retryable:
-                raise read_error from cause  # undecided: a later (task) retry may settle it
-            raise cause from read_error
+                cause.retryable = True  # undecided: a later (task) retry may settle it
+            raise cause from None
         status = str(order.get("orderStatus") or order.get("status") or "")
         if status.upper() != CANCELED_STATUS:
             raise cause
-        self.log.info("Order %s is canceled already (%s); treating the cancel as done", order_id, cause)
+        self.log.debug("Order %s reads CANCELED after %s", order_id, cause)
         return order
 
     def _order_from(self, response: requests.Response, order_id: int) -> dict[str, Any]:
@@ -378,9 +445,16 @@ class KiboHook(BaseHook):
         if token is not None and token.fresh() and token.value != stale:
             return token.value  # the path every bulk worker takes: no lock
         with self._token_lock:
+            if self._credentials_refused is not None:
+                # One OAuth request per hook, not one per order; a copy, since threads raise it at once.
+                raise copy.copy(self._credentials_refused)
             token = self._token  # another thread may have refreshed it while this one waited
             if token is None or not token.fresh() or token.value == stale:
-                token = self._token = self._fetch_token(max_attempts)
+                try:
+                    token = self._token = self._fetch_token(max_attempts)
+                except KiboAuthenticationError as exc:
+                    self._credentials_refused = copy.copy(exc)
+                    raise
             return token.value
 
     def _fetch_token(self, max_attempts: int | None) -> _Token:
@@ -396,7 +470,7 @@ class KiboHook(BaseHook):
             order_id=None,
             max_attempts=max_attempts,
         )
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
             if response.status_code in (400, 401, 403):
                 raise KiboAuthenticationError(
@@ -425,7 +499,7 @@ class KiboHook(BaseHook):
     def _http(
         self, method: str, url: str, *, json: dict[str, Any] | None, token: str | None = None
     ) -> requests.Response:
-        """One HTTP exchange over the hook's session, always with a timeout."""
+        """One HTTP exchange over the hook's session, always with a timeout, never following redirects."""
         session = self.session
         prepared = _prepared_template(method, url, tuple(session.headers.items())).copy()
         if json is not None:
@@ -434,7 +508,8 @@ class KiboHook(BaseHook):
             prepared.headers["Authorization"] = f"Bearer {token}"
         origin = self.settings.auth_url if url == self.settings.auth_url else self.settings.base_url
         timeout = (self.settings.timeout, self.settings.timeout)
-        return session.send(prepared, timeout=timeout, proxies=self._proxies[origin])
+        # A redirected POST would carry the shared secret or the cancel to another host: never follow.
+        return session.send(prepared, timeout=timeout, proxies=self._proxies[origin], allow_redirects=False)
 
     def _call(
         self,
@@ -448,26 +523,43 @@ class KiboHook(BaseHook):
         """One API call under the retry policy, refreshing the token once on a 401; raise on errors."""
         url = self.settings.base_url + path
         may_have_applied = False
+        sent = False
         token: str | None = None
         for refreshed in (False, True):
-            token = self._access_token(stale=token, max_attempts=max_attempts)
-
-            def send(token: str = token) -> requests.Response:
-                return self._http(method, url, json=json, token=token)
-
             try:
+                token = self._access_token(stale=token, max_attempts=max_attempts)
+            except KiboError as exc:
+                # No token, so this call's request was not sent (again): the order is not attempted.
+                exc.sent, exc.may_have_applied = sent, exc.may_have_applied or may_have_applied
+                if exc.order_id is None:
+                    exc.order_id = order_id
+                    exc.args = (exc._render(),)
+                raise
+            try:
+
+                def send(token: str = token) -> requests.Response:
+                    return self._http(method, url, json=json, token=token)
+
                 response, applied = self._send(
-                    send, what=f"{method} {path}", order_id=order_id, max_attempts=max_attempts
+                    send,
+                    what=f"{method} {path}",
+                    order_id=order_id,
+                    max_attempts=max_attempts,
                 )
             except KiboError as exc:
                 exc.may_have_applied = exc.may_have_applied or may_have_applied
+                exc.sent = exc.sent or sent
+                if exc.order_id is None:
+                    exc.order_id = order_id
+                    exc.args = (exc._render(),)
                 raise
+            sent = True
             may_have_applied = may_have_applied or applied
             can_refresh = not refreshed and self.settings.client_id is not None
             if response.status_code == 401 and can_refresh:
                 self.log.info("Kibo answered 401 to %s %s; refreshing the token once", method, path)
                 continue
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 error = self._error_from(response, f"Kibo {method} {path} failed", order_id=order_id)
                 error.may_have_applied = may_have_applied
                 raise error
@@ -486,59 +578,137 @@ class KiboHook(BaseHook):
         Apply the retry policy to one request.
 
         Returns the last response (any status that is not retried, or the last retried one) and whether
-        an earlier attempt may have reached Kibo (it timed out, lost its connection or got a 5xx).
+        an attempt may have reached Kibo and been applied (it timed out, lost its answer or got a 5xx).
+        Raises a :class:`KiboPreflightError` (``sent`` False) when nothing was sent: the hook was stopped,
+        the circuit is open, or Kibo asked to wait longer than ``max_retry_wait``.
         """
-        settings = self.settings
-        attempts = max_attempts or settings.max_attempts
+        attempts = max_attempts or self.settings.max_attempts
+        for_order = f" for order {order_id}" if order_id else ""
         may_have_applied = False
-        for attempt in range(1, attempts + 1):
-            self._gate.wait()
-            retry_after: float | None = None
-            try:
-                response = send()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # A connect timeout never reached Kibo; a read timeout or dropped connection may have.
-                may_have_applied = may_have_applied or not isinstance(exc, requests.ConnectTimeout)
-                if attempt == attempts:
-                    error = KiboTransportError(
-                        f"{what} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}",
-                        order_id=order_id,
-                    )
-                    error.may_have_applied = may_have_applied
-                    raise error from None
-                problem = f"{type(exc).__name__}"
-            else:
-                if response.status_code not in RETRYABLE_STATUSES or attempt == attempts:
-                    return response, may_have_applied
-                if response.status_code >= 500:
-                    may_have_applied = True
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-                    if retry_after is not None and retry_after > settings.max_retry_wait:
-                        return response, may_have_applied  # longer than we may wait: fail now
-            delay = self._backoff(attempt, retry_after)
-            self.log.warning(
-                "%s%s: %s on attempt %d of %d; retrying in %.1f s",
-                what,
-                f" for order {order_id}" if order_id else "",
-                problem,
-                attempt,
-                attempts,
-                delay,
+        sent = False
+        probe = self._admit(what, for_order, order_id)
+        started = time.monotonic()
+        try:
+            for attempt in range(1, attempts + 1):
+                if attempt > 1 and not probe and self._breaker.is_open:
+                    raise self._circuit_open_error(what, for_order, order_id)
+                self._wait_for_turn(what, for_order, order_id)
+                sent = True
+                retry_after: float | None = None
+                try:
+                    response = send()
+                except requests.RequestException as exc:
+                    failure = classify(exc)
+                    may_have_applied = may_have_applied or failure.reached_kibo
+                    if failure.permanent:
+                        raise self._permanent_transport_error(what, order_id, failure.description) from None
+                    if attempt == attempts:
+                        self._breaker.record_exhausted(started, f"{what}: {failure.description}")
+                        raise KiboTransportError(
+                            f"{what} failed after {attempts} attempt(s): {failure.description}",
+                            order_id=order_id,
+                        ) from None
+                    problem = failure.description
+                else:
+                    may_have_applied = may_have_applied or response.status_code >= 500
+                    if self._final_answer(response, last=attempt == attempts, started=started, what=what):
+                        return response, may_have_applied
+                    problem = f"HTTP {response.status_code}"
+                    if response.status_code == 429:
+                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                delay = self._backoff(attempt, retry_after)
+                self.log.warning(
+                    "%s%s: %s on attempt %d of %d; retrying in %.1f s",
+                    what,
+                    for_order,
+                    problem,
+                    attempt,
+                    attempts,
+                    delay,
+                )
+                if retry_after is not None:
+                    self._gate.pause(delay)  # every thread of this hook waits, not just this one
+                else:
+                    self._gate.sleep(delay)
+        except HookStopped:
+            stopped = KiboStoppedError(
+                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
             )
-            if retry_after is not None:
-                self._gate.pause(delay)  # every thread of this hook waits, not just this one
-            else:
-                time.sleep(delay)
+            stopped.sent, stopped.may_have_applied = sent, may_have_applied
+            raise stopped from None
+        except KiboError as exc:
+            exc.sent = exc.sent or sent
+            exc.may_have_applied = exc.may_have_applied or may_have_applied
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _final_answer(self, response: requests.Response, *, last: bool, started: float, what: str) -> bool:
+        """Whether this answer ends the call (returned to the caller) rather than being retried."""
+        status = response.status_code
+        if status < 500:
+            self._breaker.record_answer()  # Kibo is up, whatever it said
+        if status not in RETRYABLE_STATUSES:
+            return True
+        if last:
+            if status >= 500:
+                self._breaker.record_exhausted(started, f"{what}: HTTP {status}")
+            return True
+        if status == 429:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.settings.max_retry_wait:
+                # Longer than anyone may sleep: every thread stops sending until then.
+                self._gate.pause(retry_after)
+                return True
+        return False
+
+    def _admit(self, what: str, for_order: str, order_id: int | None) -> bool:
+        """Check the circuit before a call; True when this call is the probe after a cool-down."""
+        if self._gate.stopped:
+            raise KiboStoppedError(
+                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
+            )
+        was_open = self._breaker.is_open
+        if not self._breaker.allow():
+            raise self._circuit_open_error(what, for_order, order_id)
+        return was_open
+
+    def _circuit_open_error(self, what: str, for_order: str, order_id: int | None) -> KiboCircuitOpenError:
+        return KiboCircuitOpenError(
+            f"{what}{for_order} not sent: Kibo looks down (every request failed for a whole retry "
+            f"schedule; last: {self._breaker.reason})",
+            order_id=order_id,
+        )
+
+    def _wait_for_turn(self, what: str, for_order: str, order_id: int | None) -> None:
+        """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
+        remaining = self._gate.paused_for()
+        if remaining > self.settings.max_retry_wait:
+            raise KiboRateLimitWaitError(
+                f"{what}{for_order} not sent: Kibo asked to wait {remaining:.0f} s (Retry-After), longer "
+                f"than max_retry_wait ({self.settings.max_retry_wait:g} s); it accepts calls again at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(time.time() + remaining))}",
+                retry_after=remaining,
+                resume_at=time.time() + remaining,
+                order_id=order_id,
+            )
+        self._gate.wait()
+
+    def _permanent_transport_error(self, what: str, order_id: int | None, description: str) -> KiboError:
+        if description.startswith("TLS error"):
+            return KiboTLSError(
+                f"{what} failed: {description}. The server's certificate is not trusted: point "
+                "REQUESTS_CA_BUNDLE at your CA bundle (a corporate proxy's CA, say) or fix the host name",
+                order_id=order_id,
+            )
+        error = KiboTransportError(f"{what} failed: {description}", order_id=order_id)
+        error.retryable = False
+        return error
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         settings = self.settings
         if retry_after is not None:
-            return min(retry_after, settings.max_retry_wait)
-        ceiling = min(settings.backoff_base * 2.0 ** (attempt - 1), settings.max_retry_wait)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter, not cryptography
+            return max(MIN_RETRY_WAIT, min(retry_after, settings.max_retry_wait))
+        return backoff(attempt, settings.backoff_base, settings.max_retry_wait)
 
     def _error_from(self, response: requests.Response, message: str, *, order_id: int | None) -> KiboError:
         try:
@@ -554,6 +724,15 @@ class KiboHook(BaseHook):
         if status == 429:
             retry_after = response.headers.get("Retry-After")
             message += f", rate limited (Retry-After {retry_after or 'not given'})"
+        elif 300 <= status < 400:
+            cls = KiboRedirectError
+            location = _without_userinfo(response.headers.get("Location") or "(no Location header)")
+            message += (
+                f": redirected to {location}, and redirects are never followed (a redirected request "
+                "could carry the shared secret or the cancel elsewhere); set the connection's host or "
+                "auth_url to the final address"
+            )
+            kibo_message = None
         return cls(
             message,
             status=status,

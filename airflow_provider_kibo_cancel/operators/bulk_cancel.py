@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel._compat import BaseOperator
@@ -17,101 +15,17 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
+    from airflow_provider_kibo_cancel.models import BulkCancelPlan
+    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
 
 MAX_CONCURRENCY = 64
+#: The XCom key that holds the summary whatever the outcome (success, failure, stop).
+SUMMARY_XCOM_KEY = "summary"
 
 
-@dataclass
-class BulkCancelOutcome:
-    """What the request phase of a bulk cancel ended with, order by order."""
-
-    canceled: list[int] = field(default_factory=list)
-    already_canceled: list[int] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    elapsed: float = 0.0
-
-    @property
-    def done(self) -> int:
-        return len(self.canceled) + len(self.already_canceled) + len(self.failed)
-
-
-def cancel_all(
-    hook: KiboHook,
-    requests: list[CancelOrderRequest],
-    *,
-    max_concurrency: int,
-    keep_orders: bool = False,
-    progress: Callable[[BulkCancelOutcome, int], None] | None = None,
-    progress_interval: float = 10.0,
-) -> BulkCancelOutcome:
-    """
-    Send every cancel with at most ``max_concurrency`` in flight over the hook's one session and token.
-
-    Every request is attempted; Kibo errors are collected, not raised. ``progress`` is called every
-    ``progress_interval`` seconds and once at the end. Plain worker threads pulling from one iterator,
-    rather than one Future per order: thousands of futures and their waiters cost more CPU than the
-    requests' own Python code.
-    """
-    outcome = BulkCancelOutcome()
-    lock = threading.Lock()
-    todo = iter(requests)
-    crashed: list[BaseException] = []
-
-    def worker() -> None:
-        while not crashed:
-            with lock:
-                request = next(todo, None)
-            if request is None:
-                return
-            try:
-                result = hook.cancel(request)
-            except KiboError as exc:
-                with lock:
-                    outcome.failed.append(_failure(request.order_id, exc))
-                continue
-            except BaseException as exc:  # a bug, not an answer from Kibo: stop every worker
-                crashed.append(exc)
-                return
-            with lock:
-                bucket = outcome.already_canceled if result.already_canceled else outcome.canceled
-                bucket.append(request.order_id)
-                if keep_orders:
-                    outcome.orders[str(request.order_id)] = result.order
-
-    started = time.monotonic()
-    workers = [
-        threading.Thread(target=worker, name=f"kibo-cancel-{index}", daemon=True)
-        for index in range(min(max_concurrency, len(requests)))
-    ]
-    for thread in workers:
-        thread.start()
-    next_report = started + progress_interval
-    for thread in workers:
-        while thread.is_alive():
-            thread.join(timeout=max(0.0, next_report - time.monotonic()))
-            if progress is not None and time.monotonic() >= next_report:
-                outcome.elapsed = time.monotonic() - started
-                progress(outcome, len(requests))
-                next_report += progress_interval
-    outcome.elapsed = time.monotonic() - started
-    if crashed:
-        raise crashed[0]
-    if progress is not None:
-        progress(outcome, len(requests))
-    return outcome
-
-
-def _failure(order_id: int, exc: KiboError) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "error": str(exc),
-        "status": exc.status,
-        "error_code": exc.error_code,
-        "correlation_id": exc.correlation_id,
-        "retryable": exc.retryable,
-    }
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 duplicate``, ``2 duplicates``."""
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
 class BulkCancelOrdersOperator(BaseOperator):
@@ -119,10 +33,17 @@ class BulkCancelOrdersOperator(BaseOperator):
     Cancel many Kibo orders in one task with bounded concurrency, one HTTP session and one token.
 
     Every entry is validated first; valid, de-duplicated orders are then canceled, ``max_concurrency``
-    at a time. A 429 pauses every worker for its Retry-After. Returns a JSON summary in which every input
-    entry appears exactly once: ``canceled``, ``already_canceled``, ``failed`` (with the error),
-    ``invalid`` (never sent) and ``duplicates``. Re-running after a partial failure cancels only what is
-    left; the rest lands in ``already_canceled``.
+    at a time, after one token request for the whole run. A 429 pauses every worker for its Retry-After.
+    Returns a JSON summary in which every input entry appears exactly once, each bucket in input order:
+    ``canceled``, ``already_canceled``, ``failed`` (with the error), ``not_attempted`` (never sent: the
+    run stopped), ``invalid`` (never sent) and ``duplicates``. The same summary is in XCom key
+    ``summary`` whatever the outcome. Re-running after a partial failure cancels only what is left; the
+    rest lands in ``already_canceled``.
+
+    The run stops dispatching at once when the task times out, is killed or interrupted, when the
+    credentials are refused, when Kibo is evidently down (the hook's circuit breaker), or when Kibo asks to
+    wait longer than ``max_retry_wait``; it waits a few seconds for requests in flight, keeps the summary
+    and fails the task.
 
     :param orders: order ids, or dicts with ``order_id`` and optional ``disposition_reason`` /
         ``disposition_other_reason``; a list, an upstream XComArg, or a template rendering one. Templated.
@@ -134,7 +55,7 @@ class BulkCancelOrdersOperator(BaseOperator):
     :param dry_run: validate and return the plan (``would_cancel``) without sending anything.
     :param requests_per_second: optional cap on the request rate, all workers together.
     :param include_orders: also return every canceled order in ``orders`` (large XCom; off by default).
-    :param progress_interval: seconds between progress lines (done/total, rate, ETA).
+    :param progress_interval: seconds between progress lines (done/total, rate, ETA), > 0.
     """
 
     template_fields: Sequence[str] = (
@@ -172,10 +93,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.requests_per_second = requests_per_second
         self.include_orders = include_orders
         self.progress_interval = progress_interval
+        self._hook: KiboHook | None = None  # set while the requests run, so on_kill can stop them
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
         try:
             self._check_settings()
@@ -184,61 +107,95 @@ class BulkCancelOrdersOperator(BaseOperator):
             fail_task_unless_retryable(exc)
             raise
         self.log.info(
-            "Bulk cancel: %d entries, %d to cancel, %d invalid, %d duplicates",
-            plan.total,
-            len(plan.requests),
-            len(plan.invalid),
-            len(plan.duplicates),
+            "Bulk cancel: %s, %s to cancel, %s, %s",
+            counted(plan.total, "entry", "entries"),
+            counted(len(plan.requests), "order"),
+            counted(len(plan.invalid), "invalid entry", "invalid entries"),
+            counted(len(plan.duplicates), "duplicate"),
         )
+        self._warn_unpublished_reasons(plan)
         if self.is_dry_run:
-            summary = self._summary(plan, BulkCancelOutcome(), dry_run=True)
+            summary = self._summary(plan, None)
             self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
+            self._push_summary(context, summary)
             return summary
 
-        hook = KiboHook(
+        hook = self._hook = KiboHook(
             kibo_conn_id=self.kibo_conn_id,
             pool_size=self.max_concurrency,
             requests_per_second=self.requests_per_second,
         )
-        try:  # a broken connection fails the task once, not once per order
-            self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
-        except KiboError as exc:
-            fail_task_unless_retryable(exc)
-            raise
-        outcome = cancel_all(
-            hook,
-            plan.requests,
-            max_concurrency=self.max_concurrency,
-            keep_orders=self.include_orders,
-            progress=self._log_progress,
-            progress_interval=self.progress_interval,
+        run = BulkRun(
+            hook, plan.requests, max_concurrency=self.max_concurrency, keep_orders=self.include_orders
         )
-        summary = self._summary(plan, outcome, dry_run=False)
-        if self.fail_on_error and (outcome.failed or plan.invalid):
-            self._fail(context, summary)
+        try:
+            # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
+            # (one token request for the run), before any cancel is sent.
+            self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
+            hook.authenticate()
+            outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
+        except BaseException as exc:
+            # A timeout, kill or interrupt (run() has stopped every request), or no token at all.
+            self._push_summary(context, self._summary(plan, run.outcome))
+            if isinstance(exc, KiboError):
+                fail_task_unless_retryable(exc)
+            raise
+        finally:
+            self._hook = None
+        summary = self._summary(plan, outcome)
+        self._push_summary(context, summary)
+        self._log_result(summary)
+        if outcome.halted is not None and summary["not_attempted"]:
+            self._fail_halted(outcome, summary)
+        if self.fail_on_error and (outcome.failures or plan.invalid):
+            self._fail(summary)
         return summary
+
+    def on_kill(self) -> None:
+        """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
+        hook = self._hook
+        if hook is not None:
+            self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
+            hook.stop()
 
     def _check_settings(self) -> None:
         problems = []
-        if (
-            isinstance(self.max_concurrency, bool)
-            or not isinstance(self.max_concurrency, int)
-            or not (1 <= self.max_concurrency <= MAX_CONCURRENCY)
-        ):
+        if not _is_int_in(self.max_concurrency, 1, MAX_CONCURRENCY):
             problems.append(
                 f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}, "
                 f"got {self.max_concurrency!r}"
             )
-        if self.requests_per_second is not None and not (
-            isinstance(self.requests_per_second, int | float) and self.requests_per_second > 0
-        ):
+        if self.requests_per_second is not None and not _is_positive_number(self.requests_per_second):
             problems.append(
-                f"requests_per_second must be a positive number, got {self.requests_per_second!r}"
+                f"requests_per_second must be a positive number or None, got {self.requests_per_second!r}"
             )
+        if not _is_positive_number(self.progress_interval):
+            problems.append(
+                f"progress_interval must be a positive number of seconds, got {self.progress_interval!r}"
+            )
+        for name in ("fail_on_error", "include_orders", "is_dry_run"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                problems.append(f"{name.removeprefix('is_')} must be True or False, got {value!r}")
         if problems:
             raise KiboValidationError(problems)
 
+    def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
+        """One warning per run (with the count), not one per order."""
+        unpublished: dict[str, int] = {}
+        for request in plan.requests:
+            if not request.is_published_reason:
+                unpublished[request.disposition_reason] = unpublished.get(request.disposition_reason, 0) + 1
+        if unpublished:
+            self.log.warning(
+                "%s use a disposition_reason Kibo does not publish (%s); sending as given",
+                counted(sum(unpublished.values()), "order"),
+                ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
+            )
+
     def _log_progress(self, outcome: BulkCancelOutcome, total: int) -> None:
+        from airflow_provider_kibo_cancel.operators.bulk_runner import ALREADY_CANCELED, CANCELED, FAILED
+
         rate = outcome.done / outcome.elapsed if outcome.elapsed else 0.0
         eta = (total - outcome.done) / rate if rate else float("inf")
         self.log.info(
@@ -249,44 +206,121 @@ class BulkCancelOrdersOperator(BaseOperator):
             100 * outcome.done / total if total else 100,
             rate,
             eta,
-            len(outcome.canceled),
-            len(outcome.already_canceled),
-            len(outcome.failed),
+            outcome.count(CANCELED),
+            outcome.count(ALREADY_CANCELED),
+            outcome.count(FAILED),
         )
 
-    @staticmethod
-    def _summary(plan: BulkCancelPlan, outcome: BulkCancelOutcome, *, dry_run: bool) -> dict[str, Any]:
+    def _log_result(self, summary: dict[str, Any]) -> None:
+        for failure in summary["failed"]:
+            self.log.debug("Order %s failed: %s", failure["order_id"], failure["error"])
+        for order_id in summary["already_canceled"]:
+            self.log.debug("Order %s was canceled already", order_id)
+        self.log.info(
+            "Bulk cancel finished in %.1f s: %s canceled, %s canceled already, %s failed, %s not attempted",
+            summary.get("elapsed_seconds", 0.0),
+            counted(len(summary["canceled"]), "order"),
+            len(summary["already_canceled"]),
+            len(summary["failed"]),
+            len(summary["not_attempted"]),
+        )
+
+    def _summary(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome | None) -> dict[str, Any]:
+        """Every entry once, each bucket in input order; ``outcome`` None for a dry run."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import (
+            ALREADY_CANCELED,
+            CANCELED,
+            FAILED,
+            NOT_ATTEMPTED,
+            BulkCancelOutcome,
+        )
+
+        dry_run = outcome is None
+        outcome = outcome or BulkCancelOutcome()
+        requests = plan.requests
         summary: dict[str, Any] = {
             "total": plan.total,
-            "canceled": outcome.canceled,
-            "already_canceled": outcome.already_canceled,
-            "failed": outcome.failed,
+            "canceled": outcome.ids(requests, CANCELED),
+            "already_canceled": outcome.ids(requests, ALREADY_CANCELED),
+            "failed": [outcome.failures[order_id] for order_id in outcome.ids(requests, FAILED)],
+            "not_attempted": [] if dry_run else outcome.ids(requests, NOT_ATTEMPTED),
             "invalid": plan.invalid,
             "duplicates": plan.duplicates,
             "dry_run": dry_run,
         }
         if dry_run:
-            summary["would_cancel"] = [request.order_id for request in plan.requests]
+            summary["would_cancel"] = [request.order_id for request in requests]
         else:
             summary["elapsed_seconds"] = round(outcome.elapsed, 3)
+            summary["halted"] = outcome.halted
         if outcome.orders:
             summary["orders"] = outcome.orders
         return summary
 
-    def _fail(self, context: Context, summary: dict[str, Any]) -> None:
-        """Fail after everything was attempted, keeping the summary in XCom (key ``summary``)."""
-        context["ti"].xcom_push(key="summary", value=summary)
+    def _push_summary(self, context: Context, summary: dict[str, Any]) -> None:
+        """The summary under one key whatever the outcome; a failed push must not hide the real error."""
+        try:
+            context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        except Exception:
+            self.log.exception("Could not push the bulk cancel summary to XCom key %r", SUMMARY_XCOM_KEY)
+
+    def _fail_halted(self, outcome: BulkCancelOutcome, summary: dict[str, Any]) -> None:
+        """The run stopped dispatching before the end: say why, and whether a task retry can help."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import (
+            CIRCUIT_OPEN,
+            CREDENTIALS_REFUSED,
+            RATE_LIMITED,
+        )
+
+        left = counted(len(summary["not_attempted"]), "order")
+        done = (
+            f"{len(summary['canceled'])} canceled, {len(summary['already_canceled'])} canceled already, "
+            f"{len(summary['failed'])} failed, {left} not attempted; the summary is in XCom key "
+            f"'{SUMMARY_XCOM_KEY}'"
+        )
+        retryable = True
+        if outcome.halted == CREDENTIALS_REFUSED:
+            reason, retryable = f"Kibo refused the credentials ({outcome.halt_error})", False
+        elif outcome.halted == CIRCUIT_OPEN:
+            reason = f"Kibo looks down ({outcome.halt_error or 'every request failed for a retry schedule'})"
+        elif outcome.halted == RATE_LIMITED:
+            resume = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(outcome.resume_at or time.time()))
+            reason = (
+                f"Kibo asked to wait longer than max_retry_wait (429 Retry-After); it accepts calls again "
+                f"at {resume}"
+            )
+            self.log.warning("Kibo rate limit: no cancel is sent before %s", resume)
+        else:
+            reason = "the task was stopped (timeout, kill or interrupt)"
+        error = KiboBulkCancelError(
+            f"Bulk cancel stopped early: {reason}. {done}", summary=summary, retryable=retryable
+        )
+        fail_task_unless_retryable(error)
+        raise error
+
+    def _fail(self, summary: dict[str, Any]) -> None:
+        """Fail after everything was attempted; the summary is in XCom (key ``summary``)."""
         first_problems = [f["error"] for f in summary["failed"][:3]] + [
             f"{i['input']!r}: {'; '.join(i['errors'])}" for i in summary["invalid"][:3]
         ]
         message = (
             f"Bulk cancel finished with {len(summary['failed'])} failed and {len(summary['invalid'])} "
-            f"invalid of {summary['total']} entries ({len(summary['canceled'])} canceled, "
-            f"{len(summary['already_canceled'])} already canceled); the summary is in XCom key 'summary'. "
-            f"First problems: {first_problems}"
+            f"invalid of {counted(summary['total'], 'entry', 'entries')} ({len(summary['canceled'])} "
+            f"canceled, {len(summary['already_canceled'])} canceled already); the summary is in XCom key "
+            f"'{SUMMARY_XCOM_KEY}'. First problems: {first_problems}"
         )
         error = KiboBulkCancelError(
             message, summary=summary, retryable=any(f["retryable"] for f in summary["failed"])
         )
         fail_task_unless_retryable(error)
         raise error  # a task retry can help; orders canceled by now come back as already_canceled
+
+
+def _is_int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and value != float("inf")
+    )

@@ -1,0 +1,257 @@
+"""The request phase of a bulk cancel: worker threads over one hook, and a stop that holds.
+
+Kept apart from the operator so that what Airflow sees (templating, XCom, task failure) and what Kibo sees
+(how many requests, when they stop) can each be read on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboAuthenticationError,
+    KiboCircuitOpenError,
+    KiboError,
+    KiboRateLimitWaitError,
+    KiboStoppedError,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.models import CancelOrderRequest
+
+#: After a stop (timeout, kill, interrupt), how long requests already in flight may take to finish.
+STOP_GRACE_SECONDS = 5.0
+
+CANCELED = "canceled"
+ALREADY_CANCELED = "already_canceled"
+FAILED = "failed"
+NOT_ATTEMPTED = "not_attempted"
+
+# Why a run stopped dispatching before the end.
+STOPPED = "stopped"  # the task's timeout, kill or interrupt
+CIRCUIT_OPEN = "circuit_open"  # Kibo evidently down
+RATE_LIMITED = "rate_limited"  # Kibo asked to wait longer than the run may sleep
+CREDENTIALS_REFUSED = "credentials_refused"
+
+
+@dataclass
+class BulkCancelOutcome:
+    """What the request phase ended with, order by order (order id -> bucket), plus why it ended."""
+
+    results: dict[int, str] = field(default_factory=dict)
+    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    elapsed: float = 0.0
+    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED or None
+    halt_error: KiboError | None = None  # the error that made the run stop dispatching, when there is one
+    resume_at: float | None = None  # with RATE_LIMITED: when Kibo accepts calls again (epoch seconds)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for bucket in self.results.values() if bucket != NOT_ATTEMPTED)
+
+    def count(self, bucket: str) -> int:
+        return sum(1 for value in self.results.values() if value == bucket)
+
+    def ids(self, requests: list[CancelOrderRequest], bucket: str) -> list[int]:
+        """Order ids in ``bucket``, in input order."""
+        return [r.order_id for r in requests if self.results.get(r.order_id, NOT_ATTEMPTED) == bucket]
+
+
+def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
+    """One order's failure as the summary shows it (JSON, no secrets)."""
+    return {
+        "order_id": order_id,
+        "error": str(exc),
+        "status": exc.status,
+        "error_code": exc.error_code,
+        "correlation_id": exc.correlation_id,
+        "retryable": exc.retryable,
+        "may_have_applied": exc.may_have_applied,
+    }
+
+
+class BulkRun:
+    """
+    Send every cancel with at most ``max_concurrency`` in flight over the hook's one session and token.
+
+    Kibo errors are collected, not raised. The run stops dispatching at once when the task is stopped
+    (:meth:`stop`, or an exception such as a timeout reaching the thread that waits in :meth:`run`),
+    when the hook's circuit opens, when Kibo asks every caller to wait longer than the hook may sleep,
+    or when the credentials are refused; whatever was never sent is ``not_attempted``. Plain worker
+    threads pulling from one iterator, rather than one Future per order: thousands of futures and their
+    waiters cost more CPU than the requests' own Python code.
+    """
+
+    def __init__(
+        self,
+        hook: KiboHook,
+        requests: list[CancelOrderRequest],
+        *,
+        max_concurrency: int,
+        keep_orders: bool = False,
+    ) -> None:
+        self.hook = hook
+        self.requests = requests
+        self.max_concurrency = max_concurrency
+        self.keep_orders = keep_orders
+        self.outcome = BulkCancelOutcome()
+        self._lock = threading.Lock()
+        self._todo = iter(requests)
+        self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
+        self._closed = False  # set once the outcome is final: late results are dropped
+        self._crashed: list[BaseException] = []
+
+    def stop(self) -> None:
+        """Stop dispatching and end every wait of the hook; requests on the wire may finish."""
+        self.hook.stop()
+
+    def run(
+        self,
+        progress: Callable[[BulkCancelOutcome, int], None] | None = None,
+        progress_interval: float = 10.0,
+    ) -> BulkCancelOutcome:
+        """
+        Run to the end or to a halt; ``progress`` is called every ``progress_interval`` seconds and once
+        at the end. Any exception reaching this thread (a task timeout, an interrupt) stops the run, waits
+        up to :data:`STOP_GRACE_SECONDS` for requests in flight, settles the outcome and re-raises.
+        """
+        started = time.monotonic()
+        workers = [
+            threading.Thread(target=self._work, name=f"kibo-cancel-{index}", daemon=True)
+            for index in range(min(self.max_concurrency, len(self.requests)))
+        ]
+        try:
+            for thread in workers:
+                thread.start()
+            next_report = started + progress_interval
+            for thread in workers:
+                while thread.is_alive():
+                    thread.join(timeout=max(0.0, next_report - time.monotonic()))
+                    if progress is not None and time.monotonic() >= next_report:
+                        self.outcome.elapsed = time.monotonic() - started
+                        progress(self.outcome, len(self.requests))
+                        next_report += progress_interval
+        except BaseException:
+            self.stop()
+            self._join(workers, STOP_GRACE_SECONDS)
+            self._settle(started)
+            raise
+        self._settle(started)
+        if self._crashed:
+            raise self._crashed[0]
+        if progress is not None:
+            progress(self.outcome, len(self.requests))
+        return self.outcome
+
+    # --- worker threads ---------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        ident = threading.get_ident()
+        while True:
+            with self._lock:
+                request = None if self._halted() else next(self._todo, None)
+                if request is None:
+                    return
+                self._in_flight[ident] = request
+            try:
+                result = self.hook.cancel(request, warn_unpublished_reason=False)
+            except KiboError as exc:
+                self._record_failure(ident, request, exc)
+                continue
+            except BaseException as exc:  # a bug, not an answer from Kibo: stop every worker
+                with self._lock:
+                    self._crashed.append(exc)
+                    self._in_flight.pop(ident, None)
+                self.stop()
+                return
+            with self._lock:
+                self._in_flight.pop(ident, None)
+                if self._closed:
+                    return
+                bucket = ALREADY_CANCELED if result.already_canceled else CANCELED
+                self.outcome.results[request.order_id] = bucket
+                if self.keep_orders:
+                    self.outcome.orders[str(request.order_id)] = result.order
+
+    def _record_failure(self, ident: int, request: CancelOrderRequest, exc: KiboError) -> None:
+        with self._lock:
+            self._in_flight.pop(ident, None)
+            if self._closed:
+                return
+            if not exc.sent:
+                self.outcome.results[request.order_id] = NOT_ATTEMPTED
+            else:
+                self.outcome.results[request.order_id] = FAILED
+                self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+            halt = _halt_reason(exc)
+            if halt is not None and self.outcome.halted is None:
+                self.outcome.halted, self.outcome.halt_error = halt, exc
+                if isinstance(exc, KiboRateLimitWaitError):
+                    self.outcome.resume_at = exc.resume_at
+
+    def _halted(self) -> bool:
+        """Whether to stop dispatching (called under the lock, before each order)."""
+        if self.outcome.halted is not None or self._crashed:
+            return True
+        hook = self.hook
+        if hook.stopped:
+            self.outcome.halted = STOPPED
+        elif hook.credentials_refused:
+            self.outcome.halted = CREDENTIALS_REFUSED
+        elif hook.circuit_open:
+            self.outcome.halted = CIRCUIT_OPEN
+        elif (wait := hook.rate_limit_wait()) > hook.settings.max_retry_wait:
+            self.outcome.halted = RATE_LIMITED
+            self.outcome.resume_at = time.time() + wait
+        return self.outcome.halted is not None
+
+    # --- the end ----------------------------------------------------------------------------------------
+
+    def _join(self, workers: list[threading.Thread], grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for thread in workers:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _settle(self, started: float) -> None:
+        """Make the outcome final: in-flight requests failed (outcome unknown), the rest not attempted."""
+        with self._lock:
+            self._closed = True
+            outcome = self.outcome
+            if self.hook.stopped:
+                outcome.halted = STOPPED
+            for request in self._in_flight.values():
+                outcome.results[request.order_id] = FAILED
+                outcome.failures[request.order_id] = {
+                    "order_id": request.order_id,
+                    "error": (
+                        f"Cancel of order {request.order_id} was still in flight when the run stopped; "
+                        "it may have been applied (a re-run settles it)"
+                    ),
+                    "status": None,
+                    "error_code": None,
+                    "correlation_id": None,
+                    "retryable": True,
+                    "may_have_applied": True,
+                }
+            for request in self.requests:
+                outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
+            outcome.elapsed = time.monotonic() - started
+
+
+def _halt_reason(exc: KiboError) -> str | None:
+    """The run-wide condition an order's error reveals, if any."""
+    if isinstance(exc, KiboStoppedError):
+        return STOPPED
+    if isinstance(exc, KiboCircuitOpenError):
+        return CIRCUIT_OPEN
+    if isinstance(exc, KiboRateLimitWaitError):
+        return RATE_LIMITED
+    if isinstance(exc, KiboAuthenticationError) and not exc.sent:
+        return CREDENTIALS_REFUSED
+    return None
