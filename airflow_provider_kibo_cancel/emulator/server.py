@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -26,7 +27,16 @@ from airflow_provider_kibo_cancel.models import CANCEL_PATH, OAUTH_PATH
 
 Endpoint = Literal["oauth", "cancel", "get_order"]
 FaultKind = Literal[
-    "status", "latency", "drop", "html", "slow_after_apply", "drop_after_apply", "wrong_order"
+    "status",
+    "latency",
+    "drop",
+    "html",
+    "redirect",
+    "slow_after_apply",
+    "drop_after_apply",
+    "truncated_after_apply",
+    "undecodable_after_apply",
+    "wrong_order",
 ]
 
 # Kibo's list is longer than it publishes; the emulator knows a few unpublished reasons too.
@@ -140,6 +150,7 @@ class KiboEmulator:
         self._lock = threading.Lock()
         self._state = _State()
         self._server: ThreadingHTTPServer | None = None
+        self._scheme = "http"
         self._thread: threading.Thread | None = None
 
     # --- orders -------------------------------------------------------------------------------------
@@ -215,9 +226,17 @@ class KiboEmulator:
         server.daemon_threads = True
         return server
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> KiboEmulator:
-        """Serve from a background thread (port 0: a free port); ``url`` tells where."""
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+    ) -> KiboEmulator:
+        """
+        Serve from a background thread (port 0: a free port); ``url`` tells where. With ``tls`` (a server
+        context holding a certificate) it serves https, for tests of certificate handling.
+        """
         self._server = self._bind(host, port)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -245,7 +264,7 @@ class KiboEmulator:
     def url(self) -> str:
         assert self._server is not None, "emulator is not running"
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def __enter__(self) -> KiboEmulator:
         return self.start() if self._server is None else self
@@ -453,6 +472,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault.kind == "drop":
                 self._drop()
                 return
+            elif fault.kind == "redirect":
+                # What a misconfigured proxy or an http->https hop does; ``status`` picks 301/302/307/308.
+                status = fault.status if 300 <= fault.status < 400 else 307
+                self._reply(status, None, raw=b"", extra_headers={"Location": "https://elsewhere.invalid/x"})
+                return
             elif fault.kind == "html":
                 self._reply(
                     fault.status if fault.status < 500 else 200,
@@ -487,6 +511,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault.kind == "drop_after_apply":
                 self._drop()
                 return
+            elif fault.kind == "truncated_after_apply":
+                self._reply_truncated(payload)
+                return
+            elif fault.kind == "undecodable_after_apply":
+                self._reply(200, None, raw=b"not gzip at all", extra_headers={"Content-Encoding": "gzip"})
+                return
             elif fault.kind == "wrong_order":
                 payload = {**payload, "orderID": payload["orderID"] + 1}
         self._reply(status, payload)
@@ -509,6 +539,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             code = "GENERIC_UNAVAILABLE" if fault.status >= 500 else "GENERIC_BAD_REQUEST"
             self._reply(fault.status, _error(HTTPStatus(fault.status).phrase, code))
+
+    def _reply_truncated(self, payload: dict[str, Any]) -> None:
+        """Headers promise the whole body; half of it arrives and the connection closes (a proxy cut)."""
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+        self._drop()
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -132,7 +132,8 @@ class BulkRun:
             next_report = started + progress_interval
             for thread in workers:
                 while thread.is_alive():
-                    thread.join(timeout=max(0.0, next_report - time.monotonic()))
+                    # Short joins: a stop from on_kill (a signal handler) is seen within a second.
+                    thread.join(timeout=min(1.0, max(0.0, next_report - time.monotonic())))
                     if progress is not None and time.monotonic() >= next_report:
                         self.outcome.elapsed = time.monotonic() - started
                         progress(self.outcome, len(self.requests))
