@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ class DagRunResult:
     states: dict[tuple[str, int], str] = field(default_factory=dict)
     tries: dict[tuple[str, int], int] = field(default_factory=dict)
     xcom: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: Every XCom key: (task_id, map_index, key) -> value.
+    xcoms: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    #: When each task instance ended (epoch seconds), for "nothing happened after the task" checks.
+    ended_at: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def state(self, task_id: str, map_index: int = -1) -> str:
         return self.states[(task_id, map_index)]
@@ -101,22 +106,28 @@ class AirflowEnv:
             if row is None:
                 raise AssertionError(f"airflow dags test {dag_id} created no run:\n{result.output[-5000:]}")
             (run_id,) = row
-            for task_id, map_index, state, try_number in db.execute(
-                "SELECT task_id, map_index, state, try_number FROM task_instance "
+            for task_id, map_index, state, try_number, end_date in db.execute(
+                "SELECT task_id, map_index, state, try_number, end_date FROM task_instance "
                 "WHERE dag_id = ? AND run_id = ?",
                 (dag_id, run_id),
             ):
                 result.states[(task_id, map_index)] = state
                 result.tries[(task_id, map_index)] = try_number
-            for task_id, map_index, value in db.execute(
-                "SELECT task_id, map_index, value FROM xcom "
-                "WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
+                if end_date:
+                    ended = datetime.fromisoformat(end_date)
+                    result.ended_at[(task_id, map_index)] = ended.replace(
+                        tzinfo=ended.tzinfo or UTC
+                    ).timestamp()
+            for task_id, map_index, key, value in db.execute(
+                "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
                 (dag_id, run_id),
             ):
                 decoded = json.loads(value)
                 if XCOM_STORED_TWICE_ENCODED:
                     decoded = json.loads(decoded)
-                result.xcom[(task_id, map_index)] = decoded
+                result.xcoms[(task_id, map_index, key)] = decoded
+                if key == "return_value":
+                    result.xcom[(task_id, map_index)] = decoded
         return result
 
 
