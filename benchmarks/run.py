@@ -7,6 +7,9 @@
    ``import airflow.sdk``, beside the http provider's ``HttpOperator`` (median of fresh interpreters).
 3. Per-request overhead of ``KiboHook.cancel_order`` against a bare ``requests.Session`` post (plus
    ``.json()``) to the same emulator with no added latency, interleaved in blocks.
+4. Failing fast: a 10,000-order bulk run (8 workers, the default retry settings) against a Kibo that
+   answers 503 to every API call, beside one order's full retry schedule against the same Kibo (its
+   cancel attempts and its read-back); and the same run with a wrong shared secret.
 
 The emulator runs in its own process on 127.0.0.1 so that it does not share the client's GIL.
 Figures are ratios measured in one run: the machines are noisy, absolute times vary.
@@ -15,6 +18,7 @@ Figures are ratios measured in one run: the machines are noisy, absolute times v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -184,6 +188,64 @@ def bench_overhead(rounds: int, block: int) -> dict[str, float]:
     return {"hook_us": hook_us, "bare_us": bare_us, "ratio": hook_us / bare_us}
 
 
+def _emulator_state(url: str) -> dict[str, int]:
+    requests_seen = requests.get(f"{url}/_emulator/state", timeout=10).json()["requests"]
+    counts = {"oauth": 0, "cancel": 0, "get_order": 0}
+    for request in requests_seen:
+        counts[request["endpoint"]] = counts.get(request["endpoint"], 0) + 1
+    return counts
+
+
+def bench_fail_fast(orders: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.exceptions import KiboError
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+    from airflow_provider_kibo_cancel.operators.bulk_runner import NOT_ATTEMPTED, BulkRun
+
+    plan = plan_bulk_cancel(list(range(1, orders + 1)), "created_by_mistake")
+    down = {"kind": "status", "endpoint": None, "status": 503, "times": None}
+    figures: dict[str, float] = {}
+    with emulator(0.0, f"1-{orders}") as url:
+        use_connection(url)
+        single = KiboHook("kibo_bench")
+        single.authenticate()
+        requests.post(f"{url}/_emulator/faults", json=down, timeout=10).raise_for_status()
+        started = time.perf_counter()
+        with contextlib.suppress(KiboError):  # the failure is the point; its duration is the figure
+            single.cancel_order(1, "created_by_mistake")
+        figures["one_order_s"] = time.perf_counter() - started
+
+        requests.post(f"{url}/_emulator/reset", timeout=10).raise_for_status()
+        requests.post(f"{url}/_emulator/orders", json={"ids": list(range(1, orders + 1))}, timeout=30)
+        hook = KiboHook("kibo_bench", pool_size=8)
+        hook.authenticate()  # as the operator does, before dispatching
+        requests.post(f"{url}/_emulator/faults", json=down, timeout=10).raise_for_status()
+        started = time.perf_counter()
+        outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
+        figures["down_s"] = time.perf_counter() - started
+        counts = _emulator_state(url)
+        figures["down_requests"] = counts["cancel"] + counts["get_order"] + counts["oauth"] - 1
+        figures["down_not_attempted"] = outcome.count(NOT_ATTEMPTED)
+
+        requests.post(f"{url}/_emulator/reset", timeout=10).raise_for_status()
+        os.environ["AIRFLOW_CONN_KIBO_WRONG"] = json.dumps(
+            {
+                "conn_type": "kibo",
+                "login": APP_KEY,
+                "password": "rotated-away",
+                "host": url,
+                "extra": {"tenant_id": TENANT, "environment": "sandbox"},
+            }
+        )
+        started = time.perf_counter()
+        outcome = BulkRun(KiboHook("kibo_wrong", pool_size=8), plan.requests, max_concurrency=8).run()
+        figures["wrong_s"] = time.perf_counter() - started
+        counts = _emulator_state(url)
+        figures["wrong_oauth"], figures["wrong_cancels"] = counts["oauth"], counts["cancel"]
+        figures["wrong_not_attempted"] = outcome.count(NOT_ATTEMPTED)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,6 +257,7 @@ def main() -> int:
     parser.add_argument("--import-runs", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=100)
+    parser.add_argument("--fail-fast-orders", type=int, default=10_000)
     args = parser.parse_args()
 
     cpu = next(
@@ -210,6 +273,7 @@ def main() -> int:
     bulk = bench_bulk(args.orders, args.workers, args.latency, args.repeats)
     imports = bench_import(args.import_runs)
     overhead = bench_overhead(args.rounds, args.block)
+    fail = bench_fail_fast(args.fail_fast_orders)
 
     rows = [
         (
@@ -233,6 +297,21 @@ def main() -> int:
             f"= {overhead['ratio']:.3f} x",
             "<= 1.10 x",
             overhead["ratio"] <= 1.10,
+        ),
+        (
+            f"4a. failing fast: {args.fail_fast_orders} orders, Kibo answering 503 to everything",
+            f"{fail['down_s']:.1f} s = {fail['down_s'] / fail['one_order_s']:.2f} x one order's full retry "
+            f"schedule ({fail['one_order_s']:.1f} s); {fail['down_requests']:.0f} requests; "
+            f"{fail['down_not_attempted']:.0f} not attempted",
+            "< 2 x one order's schedule, <= 100 requests",
+            fail["down_s"] < 2 * fail["one_order_s"] and fail["down_requests"] <= 100,
+        ),
+        (
+            f"4b. failing fast: {args.fail_fast_orders} orders, wrong shared secret",
+            f"{fail['wrong_oauth']:.0f} OAuth request(s), {fail['wrong_cancels']:.0f} cancels in "
+            f"{fail['wrong_s']:.2f} s; {fail['wrong_not_attempted']:.0f} not attempted",
+            "1 OAuth request, 0 cancels",
+            fail["wrong_oauth"] == 1 and fail["wrong_cancels"] == 0,
         ),
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
