@@ -393,3 +393,58 @@ def test_expired_date_math_sanity() -> None:
     # formatdate in the past and the future round-trips through retry_after_seconds (guards a tz slip).
     now = dt.datetime.now(dt.UTC).timestamp()
     assert retry_after_seconds(formatdate(now + 30, usegmt=True)) == pytest.approx(30, abs=2)
+
+
+# --- test_connection and on_kill -----------------------------------------------------------------------
+
+
+def test_test_connection_fails_on_a_404_that_is_not_kibos(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.inject("html", endpoint="get_order", status=404)
+    ok, message = hook_for(emulator, monkeypatch).test_connection()
+    assert not ok
+    assert "does not answer like Kibo: GET /api/v2/order/1 gave HTTP 404 (text/html)" in message
+    assert "Maintenance" in message  # an excerpt of what answered
+
+
+def test_test_connection_accepts_kibos_404(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, message = hook_for(emulator, monkeypatch).test_connection()
+    assert ok, message  # the emulator has no order 1: Kibo's JSON 404
+
+
+class _TaskInstance:
+    """Just enough of a task instance for execute(): XCom pushes are kept."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    emulator.latency = 0.05
+    hook_for(emulator, monkeypatch)
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=list(range(1000, 1100)),
+        disposition_reason="created_by_mistake",
+        kibo_conn_id="kibo_faults",
+        max_concurrency=4,
+    )
+    ti = _TaskInstance()
+    # What the task runner's SIGTERM handler does (kill, "mark failed"): call on_kill while execute runs.
+    threading.Timer(0.5, operator.on_kill).start()
+    with pytest.raises(KiboBulkCancelError, match="Bulk cancel stopped early: the task was stopped"):
+        operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    ended = time.time()
+    time.sleep(0.5)
+    assert_nothing_sent_after(emulator, ended)
+    summary = ti.pushed["summary"]
+    assert summary["halted"] == STOPPED and summary["not_attempted"]
+    everything = summary["canceled"] + summary["not_attempted"] + [f["order_id"] for f in summary["failed"]]
+    assert sorted(everything) == list(range(1000, 1100))
