@@ -24,4 +24,23 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.0
     from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined,no-redef,unused-ignore]
 
-__all__ = ["AirflowFailException", "AirflowNotFoundException", "BaseHook", "BaseOperator", "mask_secret"]
+try:  # Airflow 3.2+
+    from airflow.sdk.configuration import conf
+except ImportError:  # pragma: no cover - Airflow 3.0/3.1
+    from airflow.configuration import conf  # type: ignore[no-redef,unused-ignore]
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, the default of every deferrable operator's ``deferrable``."""
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+__all__ = [
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "BaseHook",
+    "BaseOperator",
+    "conf",
+    "default_deferrable",
+    "mask_secret",
+]

@@ -95,6 +95,8 @@ class KiboRateLimitError(KiboApiError):
     """429 after every attempt, or a Retry-After longer than the configured cap."""
 
     retryable = True
+    #: Seconds Kibo asked to wait (its Retry-After), when it gave one.
+    retry_after: float | None = None
 
 
 class KiboServerError(KiboApiError):

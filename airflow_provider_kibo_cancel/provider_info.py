@@ -98,6 +98,12 @@ def provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "Kibo Commerce",
+                "python-modules": ["airflow_provider_kibo_cancel.triggers.retry_after"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

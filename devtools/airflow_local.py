@@ -177,6 +177,7 @@ class AirflowStack:
                 "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
                 "scheduler": ["scheduler"],
                 "dag-processor": ["dag-processor"],
+                "triggerer": ["triggerer"],
             }
             for name in self.components:
                 args = commands[name]

@@ -142,6 +142,9 @@ class KiboHook(BaseHook):
     :param max_retry_wait: longest wait between attempts, Retry-After included (extra ``max_retry_wait``).
     :param pool_size: HTTP connections kept open, at least the number of threads sharing the hook.
     :param requests_per_second: optional cap on this hook's request rate, across all its threads.
+    :param max_sleep: the longest Retry-After this hook sleeps through (never more than ``max_retry_wait``);
+        a longer one fails the call at once (``KiboRateLimitError`` with ``retry_after``), for a
+        deferrable operator to spend in the triggerer.
     """
 
     conn_name_attr = "kibo_conn_id"
@@ -159,8 +162,10 @@ class KiboHook(BaseHook):
         max_retry_wait: float | None = None,
         pool_size: int = 16,
         requests_per_second: float | None = None,
+        max_sleep: float | None = None,
     ) -> None:
         super().__init__()
+        self._max_sleep = max_sleep
         self.kibo_conn_id = kibo_conn_id
         self._overrides = {
             "timeout": timeout,
@@ -296,6 +301,12 @@ class KiboHook(BaseHook):
     def circuit_open(self) -> bool:
         """True while the circuit breaker holds calls back because Kibo is evidently down."""
         return self._breaker.is_open
+
+    @property
+    def longest_sleep(self) -> float:
+        """The longest Kibo-requested wait this hook sleeps through; longer ones fail at once."""
+        limit = self.settings.max_retry_wait
+        return limit if self._max_sleep is None else min(limit, self._max_sleep)
 
     def rate_limit_wait(self) -> float:
         """Seconds until Kibo accepts calls again after a 429 (0 when no pause is in force)."""
@@ -655,7 +666,7 @@ class KiboHook(BaseHook):
             return True
         if status == 429:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after is not None and retry_after > self.settings.max_retry_wait:
+            if retry_after is not None and retry_after > self.longest_sleep:
                 # Longer than anyone may sleep: every thread stops sending until then.
                 self._gate.pause(retry_after)
                 return True
@@ -682,10 +693,10 @@ class KiboHook(BaseHook):
     def _wait_for_turn(self, what: str, for_order: str, order_id: int | None) -> None:
         """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
         remaining = self._gate.paused_for()
-        if remaining > self.settings.max_retry_wait:
+        if remaining > self.longest_sleep:
             raise KiboRateLimitWaitError(
                 f"{what}{for_order} not sent: Kibo asked to wait {remaining:.0f} s (Retry-After), longer "
-                f"than max_retry_wait ({self.settings.max_retry_wait:g} s); it accepts calls again at "
+                f"than this task may sleep ({self.longest_sleep:g} s); it accepts calls again at "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(time.time() + remaining))}",
                 retry_after=remaining,
                 resume_at=time.time() + remaining,
@@ -721,9 +732,11 @@ class KiboHook(BaseHook):
         kibo_message = fields.get("message")
         if kibo_message is None and response.text and not isinstance(body, dict):
             kibo_message = _excerpt(response)
+        wait: float | None = None
         if status == 429:
             retry_after = response.headers.get("Retry-After")
             message += f", rate limited (Retry-After {retry_after or 'not given'})"
+            wait = retry_after_seconds(retry_after)
         elif 300 <= status < 400:
             cls = KiboRedirectError
             location = _without_userinfo(response.headers.get("Location") or "(no Location header)")
@@ -733,7 +746,7 @@ class KiboHook(BaseHook):
                 "auth_url to the final address"
             )
             kibo_message = None
-        return cls(
+        error = cls(
             message,
             status=status,
             error_code=fields.get("errorCode"),
@@ -741,3 +754,6 @@ class KiboHook(BaseHook):
             order_id=order_id,
             correlation_id=_correlation_id(response, body),
         )
+        if isinstance(error, KiboRateLimitError):
+            error.retry_after = wait
+        return error

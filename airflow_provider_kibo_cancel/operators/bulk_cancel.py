@@ -6,9 +6,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import BaseOperator
+from airflow_provider_kibo_cancel._compat import BaseOperator, default_deferrable
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
+from airflow_provider_kibo_cancel.operators.bulk_runner import RATE_LIMITED
+from airflow_provider_kibo_cancel.operators.deferral import (
+    DEFAULT_DEFER_THRESHOLD,
+    DEFAULT_MAX_DEFERRED_WAIT,
+    defer_until_kibo_accepts,
+    deferral_problems,
+)
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -56,6 +63,12 @@ class BulkCancelOrdersOperator(BaseOperator):
     :param requests_per_second: optional cap on the request rate, all workers together.
     :param include_orders: also return every canceled order in ``orders`` (large XCom; off by default).
     :param progress_interval: seconds between progress lines (done/total, rate, ETA), > 0.
+    :param deferrable: when Kibo asks to wait longer than ``defer_threshold`` (429 Retry-After), defer the
+        whole run with its progress and resume with only the orders left, instead of failing; default
+        ``[operators] default_deferrable``.
+    :param defer_threshold: with ``deferrable``, waits longer than this many seconds (or than the
+        connection's ``max_retry_wait``) are deferred; shorter ones are slept by the workers.
+    :param max_deferred_wait: the most seconds spent deferred in all; beyond it the task fails (retryable).
     """
 
     template_fields: Sequence[str] = (
@@ -79,6 +92,9 @@ class BulkCancelOrdersOperator(BaseOperator):
         requests_per_second: float | None = None,
         include_orders: bool = False,
         progress_interval: float = 10.0,
+        deferrable: bool = default_deferrable(),
+        defer_threshold: float = DEFAULT_DEFER_THRESHOLD,
+        max_deferred_wait: float = DEFAULT_MAX_DEFERRED_WAIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,12 +109,22 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.requests_per_second = requests_per_second
         self.include_orders = include_orders
         self.progress_interval = progress_interval
+        self.deferrable = deferrable
+        self.defer_threshold = defer_threshold
+        self.max_deferred_wait = max_deferred_wait
         self._hook: KiboHook | None = None  # set while the requests run, so on_kill can stop them
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._execute(context, None)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed after a deferred Retry-After: send only the orders left (the state is in the event)."""
+        return self._execute(context, event["state"])
+
+    def _execute(self, context: Context, state: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun, restore_outcome
 
         try:
             self._check_settings()
@@ -120,19 +146,33 @@ class BulkCancelOrdersOperator(BaseOperator):
             self._push_summary(context, summary)
             return summary
 
+        previous = restore_outcome(state or {})
+        todo = [request for request in plan.requests if request.order_id not in previous.results]
+        if state is not None:
+            self.log.info(
+                "Resuming after Kibo's Retry-After (%.0f s deferred so far): %d settled, %d left to send",
+                state.get("deferred_seconds", 0.0),
+                len(previous.results),
+                len(todo),
+            )
         hook = self._hook = KiboHook(
             kibo_conn_id=self.kibo_conn_id,
             pool_size=self.max_concurrency,
             requests_per_second=self.requests_per_second,
+            max_sleep=self.defer_threshold if self.deferrable else None,
         )
         run = BulkRun(
-            hook, plan.requests, max_concurrency=self.max_concurrency, keep_orders=self.include_orders
+            hook,
+            todo,
+            max_concurrency=self.max_concurrency,
+            keep_orders=self.include_orders,
+            outcome=previous,
         )
         try:
             # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
             # (one token request for the run), before any cancel is sent.
             self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
-            hook.authenticate()
+            self._authenticate(hook, plan, previous, state or {})
             outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
         except BaseException as exc:
             # A timeout, kill or interrupt (run() has stopped every request), or no token at all.
@@ -142,6 +182,8 @@ class BulkCancelOrdersOperator(BaseOperator):
             raise
         finally:
             self._hook = None
+        if outcome.halted == RATE_LIMITED and self.deferrable:
+            self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
         self._push_summary(context, summary)
         self._log_result(summary)
@@ -150,6 +192,37 @@ class BulkCancelOrdersOperator(BaseOperator):
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
         return summary
+
+    def _authenticate(
+        self, hook: KiboHook, plan: BulkCancelPlan, previous: BulkCancelOutcome, state: dict[str, Any]
+    ) -> None:
+        """The run's one token, before any cancel; a long 429 from the OAuth endpoint is deferred too."""
+        from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
+
+        try:
+            hook.authenticate()
+        except KiboRateLimitError as exc:
+            if not self.deferrable or exc.retry_after is None or exc.retry_after <= hook.longest_sleep:
+                raise
+            previous.resume_at = time.time() + exc.retry_after
+            self._defer(plan, previous, state)
+            raise
+
+    def _defer(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome, state: dict[str, Any]) -> None:
+        """Defer the whole run until Kibo accepts calls again, carrying what is settled (ids and buckets)."""
+        from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
+        from airflow_provider_kibo_cancel.operators.bulk_runner import compact_outcome
+
+        wait = max(1.0, (outcome.resume_at or time.time()) - time.time())
+        try:
+            defer_until_kibo_accepts(
+                self,
+                wait=wait,
+                state={**state, **compact_outcome(plan.requests, outcome)},
+                max_deferred_wait=self.max_deferred_wait,
+            )
+        except KiboRateLimitError as exc:
+            self.log.warning("%s", exc)  # the run fails below as rate_limited, with its summary
 
     def on_kill(self) -> None:
         """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
@@ -169,6 +242,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             problems.append(
                 f"requests_per_second must be a positive number or None, got {self.requests_per_second!r}"
             )
+        problems += deferral_problems(self.deferrable, self.defer_threshold, self.max_deferred_wait)
         if not _is_positive_number(self.progress_interval):
             problems.append(
                 f"progress_interval must be a positive number of seconds, got {self.progress_interval!r}"
@@ -266,11 +340,7 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def _fail_halted(self, outcome: BulkCancelOutcome, summary: dict[str, Any]) -> None:
         """The run stopped dispatching before the end: say why, and whether a task retry can help."""
-        from airflow_provider_kibo_cancel.operators.bulk_runner import (
-            CIRCUIT_OPEN,
-            CREDENTIALS_REFUSED,
-            RATE_LIMITED,
-        )
+        from airflow_provider_kibo_cancel.operators.bulk_runner import CIRCUIT_OPEN, CREDENTIALS_REFUSED
 
         left = counted(len(summary["not_attempted"]), "order")
         done = (

@@ -95,12 +95,15 @@ class BulkRun:
         *,
         max_concurrency: int,
         keep_orders: bool = False,
+        outcome: BulkCancelOutcome | None = None,
     ) -> None:
         self.hook = hook
         self.requests = requests
         self.max_concurrency = max_concurrency
         self.keep_orders = keep_orders
-        self.outcome = BulkCancelOutcome()
+        # A resumed run starts from what earlier segments settled (their orders are not in ``requests``).
+        self.outcome = outcome or BulkCancelOutcome()
+        self._elapsed_before = self.outcome.elapsed
         self._lock = threading.Lock()
         self._todo = iter(requests)
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
@@ -135,7 +138,7 @@ class BulkRun:
                     # Short joins: a stop from on_kill (a signal handler) is seen within a second.
                     thread.join(timeout=min(1.0, max(0.0, next_report - time.monotonic())))
                     if progress is not None and time.monotonic() >= next_report:
-                        self.outcome.elapsed = time.monotonic() - started
+                        self.outcome.elapsed = self._elapsed_before + time.monotonic() - started
                         progress(self.outcome, len(self.requests))
                         next_report += progress_interval
         except BaseException:
@@ -207,7 +210,7 @@ class BulkRun:
             self.outcome.halted = CREDENTIALS_REFUSED
         elif hook.circuit_open:
             self.outcome.halted = CIRCUIT_OPEN
-        elif (wait := hook.rate_limit_wait()) > hook.settings.max_retry_wait:
+        elif (wait := hook.rate_limit_wait()) > hook.longest_sleep:
             self.outcome.halted = RATE_LIMITED
             self.outcome.resume_at = time.time() + wait
         return self.outcome.halted is not None
@@ -242,7 +245,42 @@ class BulkRun:
                 }
             for request in self.requests:
                 outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
-            outcome.elapsed = time.monotonic() - started
+            outcome.elapsed = self._elapsed_before + time.monotonic() - started
+
+
+#: Longest error text kept per failed order across a deferral (the state must stay compact).
+_STATE_ERROR_CHARS = 300
+
+
+def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutcome) -> dict[str, Any]:
+    """
+    What a deferred run carries to its resumption: settled order ids by bucket and the failures' short
+    records, never orders. Orders refused with a 429 and those never sent are left out: they are sent
+    again after the wait.
+    """
+    failed = [
+        {**entry, "error": entry["error"][:_STATE_ERROR_CHARS]}
+        for order_id in outcome.ids(requests, FAILED)
+        if (entry := outcome.failures[order_id])["status"] != 429
+    ]
+    return {
+        "elapsed": outcome.elapsed,
+        CANCELED: outcome.ids(requests, CANCELED),
+        ALREADY_CANCELED: outcome.ids(requests, ALREADY_CANCELED),
+        FAILED: failed,
+    }
+
+
+def restore_outcome(state: dict[str, Any]) -> BulkCancelOutcome:
+    """The outcome a deferred run had settled, from :func:`compact_outcome`'s state (empty for none)."""
+    outcome = BulkCancelOutcome(elapsed=float(state.get("elapsed", 0.0)))
+    for bucket in (CANCELED, ALREADY_CANCELED):
+        for order_id in state.get(bucket, []):
+            outcome.results[int(order_id)] = bucket
+    for entry in state.get(FAILED, []):
+        outcome.results[int(entry["order_id"])] = FAILED
+        outcome.failures[int(entry["order_id"])] = entry
+    return outcome
 
 
 def _halt_reason(exc: KiboError) -> str | None:

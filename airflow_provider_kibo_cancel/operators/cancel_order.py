@@ -5,9 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import BaseOperator
-from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel._compat import BaseOperator, default_deferrable
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboError,
+    KiboRateLimitError,
+    KiboRateLimitWaitError,
+    KiboValidationError,
+)
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
+from airflow_provider_kibo_cancel.operators.deferral import (
+    DEFAULT_DEFER_THRESHOLD,
+    DEFAULT_MAX_DEFERRED_WAIT,
+    defer_until_kibo_accepts,
+    deferral_problems,
+)
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -28,6 +39,11 @@ class CancelOrderOperator(BaseOperator):
     :param disposition_other_reason: explanation, 1..255 characters, required only with ``other``. Templated.
     :param kibo_conn_id: the ``kibo`` connection. Templated.
     :param dry_run: validate and return the request that would be sent, without sending it.
+    :param deferrable: spend a long Kibo-requested wait (429 Retry-After) deferred in the triggerer instead
+        of holding a worker slot; default ``[operators] default_deferrable``.
+    :param defer_threshold: with ``deferrable``, waits longer than this many seconds (or than the
+        connection's ``max_retry_wait``) are deferred; shorter ones are slept.
+    :param max_deferred_wait: the most seconds spent deferred in all; beyond it the task fails (retryable).
     """
 
     template_fields: Sequence[str] = (
@@ -46,6 +62,9 @@ class CancelOrderOperator(BaseOperator):
         disposition_other_reason: str | None = None,
         kibo_conn_id: str = DEFAULT_CONN_ID,
         dry_run: bool = False,
+        deferrable: bool = default_deferrable(),
+        defer_threshold: float = DEFAULT_DEFER_THRESHOLD,
+        max_deferred_wait: float = DEFAULT_MAX_DEFERRED_WAIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -56,15 +75,30 @@ class CancelOrderOperator(BaseOperator):
         self.kibo_conn_id = kibo_conn_id
         # Not self.dry_run: that name is BaseOperator's template-rendering method.
         self.is_dry_run = dry_run
+        self.deferrable = deferrable
+        self.defer_threshold = defer_threshold
+        self.max_deferred_wait = max_deferred_wait
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._cancel({"deferred_seconds": 0.0})
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed after a deferred Retry-After: the worker sends the cancel again."""
+        return self._cancel(event["state"])
+
+    def _cancel(self, state: dict[str, Any]) -> dict[str, Any]:
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
-        hook = KiboHook(kibo_conn_id=self.kibo_conn_id)
+        hook = KiboHook(
+            kibo_conn_id=self.kibo_conn_id, max_sleep=self.defer_threshold if self.deferrable else None
+        )
         try:
+            problems = deferral_problems(self.deferrable, self.defer_threshold, self.max_deferred_wait)
+            if problems:
+                raise KiboValidationError(problems)
             request = CancelOrderRequest.from_raw(
                 self.order_id, self.disposition_reason, self.disposition_other_reason
             )
@@ -72,9 +106,23 @@ class CancelOrderOperator(BaseOperator):
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
                 return preview
-            order = hook.cancel(request).order
+            try:
+                result = hook.cancel(request)
+            except (KiboRateLimitError, KiboRateLimitWaitError) as exc:
+                wait = exc.retry_after
+                if not self.deferrable or wait is None or wait <= hook.longest_sleep:
+                    raise
+                defer_until_kibo_accepts(
+                    self, wait=wait, state=state, max_deferred_wait=self.max_deferred_wait
+                )
         except KiboError as exc:
             fail_task_unless_retryable(exc)
             raise
-        self.log.info("Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)"))
+        order = result.order
+        if result.already_canceled:
+            self.log.info("Order %s was canceled already; nothing to do", request.order_id)
+        else:
+            self.log.info(
+                "Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)")
+            )
         return order

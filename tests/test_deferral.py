@@ -1,0 +1,142 @@
+"""Deferrable operators: Kibo's long Retry-After is spent deferred (in `airflow dags test` and under a real
+scheduler and triggerer), cancels are sent only by workers, and a non-deferrable bulk run stops at a
+429 wall instead of firing into it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from devtools.airflow_local import AirflowEnv, AirflowStack, DagRunResult
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+
+Run = tuple[DagRunResult, KiboEmulator]
+DAGS = Path(__file__).parent / "dags"
+
+
+@pytest.fixture(scope="module")
+def deferral_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=0.02) as emu:
+        emu.add_orders(range(1500, 1800))
+        for order_id in (1500, 1620, 1680):
+            emu.inject("status", status=429, retry_after="3", order_id=order_id)
+        emu.inject("status", status=429, retry_after="5", order_id=1501)
+        emu.inject("status", status=429, retry_after="30", order_id=1710)
+        connections = {
+            "kibo_default": kibo_connection(emu),
+            "kibo_short_sleep": kibo_connection(emu, max_retry_wait=1),
+        }
+        yield airflow_env.run_dag("kibo_deferral", connections=connections), emu
+
+
+def cancels_of(emu: KiboEmulator, order_ids: range) -> list[int]:
+    return [r.body["orderId"] for r in emu.requests_to("cancel") if r.body["orderId"] in order_ids]
+
+
+def test_a_deferrable_cancel_defers_resumes_and_cancels_once(deferral_run: Run) -> None:
+    result, emu = deferral_run
+    assert result.state("single") == "success", result.output[-3000:]
+    assert result.xcom[("single", -1)]["orderStatus"] == "CANCELED"
+    assert emu.cancels_applied(1500) == 1
+    sent = [r.received_at for r in emu.requests_to("cancel") if r.body["orderId"] == 1500]
+    assert len(sent) == 2 and sent[1] - sent[0] >= 2.9  # the 429, then the resumed worker's cancel
+    assert "Kibo asked to wait 3 s (Retry-After): deferring until" in result.output
+
+
+def test_a_deferrable_bulk_run_resumes_with_only_the_orders_left(deferral_run: Run) -> None:
+    result, emu = deferral_run
+    assert result.state("bulk") == "success", result.output[-3000:]
+    summary = result.xcom[("bulk", -1)]
+    assert summary["canceled"] == list(range(1600, 1700))  # as an uninterrupted run: all, in input order
+    for bucket in ("already_canceled", "failed", "not_attempted", "invalid", "duplicates"):
+        assert summary[bucket] == [], bucket
+    assert result.xcoms[("bulk", -1, "summary")] == summary
+    assert all(emu.cancels_applied(i) == 1 for i in range(1600, 1700))
+    sent = cancels_of(emu, range(1600, 1700))
+    assert sorted(set(sent)) == list(range(1600, 1700))
+    assert len(sent) == 100 + 2  # only the two rate-limited orders were sent twice
+    assert result.output.count("deferring until") >= 3  # single, and bulk at least twice
+
+
+def test_deferral_beyond_max_deferred_wait_fails_retryable(deferral_run: Run) -> None:
+    result, emu = deferral_run
+    assert result.state("over_budget") == "failed"
+    assert "exceeds max_deferred_wait (2 s)" in result.output
+    assert emu.cancels_applied(1501) == 0
+    assert "AirflowFailException" not in result.output.split("over_budget")[-1][:2000]
+
+
+def test_a_non_deferrable_bulk_run_stops_at_a_429_wall(deferral_run: Run) -> None:
+    result, emu = deferral_run
+    assert result.state("bulk_no_defer") == "failed"
+    summary = result.xcoms[("bulk_no_defer", -1, "summary")]
+    assert summary["halted"] == "rate_limited"
+    every = (
+        summary["canceled"]
+        + summary["already_canceled"]
+        + summary["not_attempted"]
+        + [f["order_id"] for f in summary["failed"]]
+    )
+    assert sorted(every) == list(range(1700, 1800))
+    assert summary["not_attempted"], "the run should have stopped dispatching"
+    wall = next(r.received_at for r in emu.requests_to("cancel") if r.body["orderId"] == 1710)
+    after = [
+        r
+        for r in emu.requests_to("cancel")
+        if r.body["orderId"] in range(1700, 1800) and r.received_at > wall
+    ]
+    assert len(after) <= 4, f"{len(after)} cancels were sent after the 429 (max_concurrency 4)"
+    assert "it accepts calls again at" in result.output
+    applied = {i for i in range(1700, 1800) if emu.cancels_applied(i)}
+    assert applied == set(summary["canceled"])
+
+
+def test_a_deferred_task_frees_its_worker_slot_under_a_real_triggerer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "kibo_deferral.py").write_text((DAGS / "kibo_deferral.py").read_text())
+    env = AirflowEnv(tmp_path / "home", dags)
+    env.home.mkdir()
+    env.migrate()
+    dag_id = "kibo_deferral_frees_the_slot"
+    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
+        emu.add_orders([1900])
+        emu.inject("status", status=429, retry_after="20", order_id=1900)
+        connection = kibo_connection(emu)
+        extra = {"AIRFLOW__CORE__PARALLELISM": "1", "AIRFLOW_CONN_KIBO_DEFAULT": json.dumps(connection)}
+        components = ("api-server", "scheduler", "dag-processor", "triggerer")
+        with AirflowStack(env, extra_env=extra, components=components) as stack:
+            stack.wait_for_dag(dag_id)
+            stack.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+            run_id = stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})[
+                "dag_run_id"
+            ]
+            base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+            seen: dict[str, set[str]] = {"cancel": set(), "other": set()}
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                states = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
+                for task_id, state in states.items():
+                    seen[task_id].add(str(state))
+                if all(state in ("success", "failed") for state in states.values()) and len(states) == 2:
+                    break
+                time.sleep(0.5)
+            tis = {ti["task_id"]: ti for ti in stack.api("GET", base)["task_instances"]}
+            other_ran_at = stack.api("GET", f"{base}/other/xcomEntries/return_value")["value"]
+    log = (env.home / "scheduler.log").read_text()[-3000:]
+    assert tis["cancel"]["state"] == "success", (seen, log)
+    assert tis["other"]["state"] == "success", (seen, log)
+    assert "deferred" in seen["cancel"], seen
+    sent = [r.received_at for r in emu.requests_to("cancel")]
+    assert len(sent) == 2 and sent[1] - sent[0] >= 19.5  # the 429, then the resumed worker's cancel
+    # With one slot, `other` could only run while `cancel` was deferred: between its two requests.
+    assert sent[0] < float(other_ran_at) < sent[1]
+    assert emu.cancels_applied(1900) == 1
