@@ -10,6 +10,9 @@
 4. Failing fast: a 10,000-order bulk run (8 workers, the default retry settings) against a Kibo that
    answers 503 to every API call, beside one order's full retry schedule against the same Kibo (its
    cancel attempts and its read-back); and the same run with a wrong shared secret.
+5. Worker time held while Kibo asks to wait 60 s (a 429 with Retry-After: 60): ``CancelOrderOperator``
+   with ``deferrable=True`` (the time spent in ``execute`` until it defers plus in ``execute_complete``
+   after the trigger fired; the wait itself is spent in the trigger) beside the hook sleeping through it.
 
 The emulator runs in its own process on 127.0.0.1 so that it does not share the client's GIL.
 Figures are ratios measured in one run: the machines are noisy, absolute times vary.
@@ -18,6 +21,7 @@ Figures are ratios measured in one run: the machines are noisy, absolute times v
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -246,6 +251,53 @@ def bench_fail_fast(orders: int) -> dict[str, float]:
     return figures
 
 
+def bench_deferral(wait: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 3.0/3.1
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
+
+    too_many = {"kind": "status", "status": 429, "retry_after": str(wait), "times": 1}
+    with emulator(0.0, "1-10") as url:
+        use_connection(url)
+        hook = KiboHook("kibo_bench", max_retry_wait=wait + 10)
+        hook.authenticate()
+        requests.post(f"{url}/_emulator/faults", json={**too_many, "order_id": 1}, timeout=10)
+        started = time.perf_counter()
+        hook.cancel_order(1, "created_by_mistake")  # sleeps through the Retry-After
+        sleeping = time.perf_counter() - started
+
+        requests.post(f"{url}/_emulator/faults", json={**too_many, "order_id": 2}, timeout=10)
+        operator = CancelOrderOperator(
+            task_id="cancel",
+            order_id=2,
+            disposition_reason="created_by_mistake",
+            kibo_conn_id="kibo_bench",
+            deferrable=True,
+        )
+        started = time.perf_counter()
+        try:
+            operator.execute({})  # type: ignore[typeddict-item,unused-ignore]
+        except TaskDeferred as deferred:
+            trigger = deferred.trigger
+        held = time.perf_counter() - started
+        event = asyncio.run(_first_event(trigger))  # the triggerer's part: not worker time
+        started = time.perf_counter()
+        order = operator.execute_complete({}, event)  # type: ignore[typeddict-item,unused-ignore]
+        held += time.perf_counter() - started
+        assert order["orderStatus"] == "CANCELED"
+    return {"sleeping_s": sleeping, "deferrable_s": held, "wait_s": float(wait)}
+
+
+async def _first_event(trigger: Any) -> Any:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger fired no event")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -258,6 +310,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--fail-fast-orders", type=int, default=10_000)
+    parser.add_argument("--retry-after", type=int, default=60, help="the wait of row 5, seconds")
     args = parser.parse_args()
 
     cpu = next(
@@ -274,6 +327,7 @@ def main() -> int:
     imports = bench_import(args.import_runs)
     overhead = bench_overhead(args.rounds, args.block)
     fail = bench_fail_fast(args.fail_fast_orders)
+    deferral = bench_deferral(args.retry_after)
 
     rows = [
         (
@@ -312,6 +366,14 @@ def main() -> int:
             f"{fail['wrong_s']:.2f} s; {fail['wrong_not_attempted']:.0f} not attempted",
             "1 OAuth request, 0 cancels",
             fail["wrong_oauth"] == 1 and fail["wrong_cancels"] == 0,
+        ),
+        (
+            f"5. worker time held while Kibo asks to wait {args.retry_after} s",
+            f"deferrable {deferral['deferrable_s']:.2f} s = "
+            f"{100 * deferral['deferrable_s'] / deferral['wait_s']:.1f} % of the wait; sleeping "
+            f"{deferral['sleeping_s']:.1f} s = {100 * deferral['sleeping_s'] / deferral['wait_s']:.0f} %",
+            "deferrable < 5 % of the wait",
+            deferral["deferrable_s"] < 0.05 * deferral["wait_s"],
         ),
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]

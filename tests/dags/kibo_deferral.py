@@ -57,6 +57,7 @@ def kibo_deferral_frees_the_slot() -> None:
         order_id=1900,
         disposition_reason="created_by_mistake",
         deferrable=True,
+        defer_threshold=5,  # the emulator asks for 20 s
         priority_weight=10,  # first into the only slot
     )
 
