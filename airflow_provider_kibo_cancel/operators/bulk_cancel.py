@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import BaseOperator
+from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
 
 MAX_CONCURRENCY = 64
+#: Default cap on the orders one run may cancel: well above a routine reconciliation run (tens to hundreds),
+#: well below the open-order book a wrong join or an empty filter upstream would hand over.
+DEFAULT_MAX_ORDERS = 2000
 
 
 @dataclass
@@ -103,6 +106,22 @@ def cancel_all(
     return outcome
 
 
+def _order_limit(value: Any) -> int | None:
+    """``max_orders`` as an int, or None for no limit; a template renders it as a string of digits."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        # A template renders None as the text 'None': that is refused rather than read as "no limit".
+        hint = " (a template rendered None as text: pass max_orders=None itself)" if value == "None" else ""
+        raise ValueError(
+            f"max_orders must be an integer >= 1 (or a string of digits), or None for no limit; "
+            f"got {value!r}{hint}"
+        )
+    return value
+
+
 def _failure(order_id: int, exc: KiboError) -> dict[str, Any]:
     return {
         "order_id": order_id,
@@ -135,6 +154,9 @@ class BulkCancelOrdersOperator(BaseOperator):
     :param requests_per_second: optional cap on the request rate, all workers together.
     :param include_orders: also return every canceled order in ``orders`` (large XCom; off by default).
     :param progress_interval: seconds between progress lines (done/total, rate, ETA).
+    :param max_orders: the most orders one run may cancel (default 2000; ``None`` for no limit). A plan
+        with more fails the task before anything is sent, without retries, with the would-be summary in
+        XCom key ``summary``. Templated: an integer or a string of digits.
     """
 
     template_fields: Sequence[str] = (
@@ -142,6 +164,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         "disposition_reason",
         "disposition_other_reason",
         "kibo_conn_id",
+        "max_orders",
     )
     ui_color = "#e76f51"
 
@@ -158,6 +181,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         requests_per_second: float | None = None,
         include_orders: bool = False,
         progress_interval: float = 10.0,
+        max_orders: int | str | None = DEFAULT_MAX_ORDERS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -172,6 +196,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.requests_per_second = requests_per_second
         self.include_orders = include_orders
         self.progress_interval = progress_interval
+        self.max_orders = max_orders
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
@@ -190,6 +215,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             len(plan.invalid),
             len(plan.duplicates),
         )
+        self._enforce_max_orders(context, plan)
         if self.is_dry_run:
             summary = self._summary(plan, BulkCancelOutcome(), dry_run=True)
             self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
@@ -235,8 +261,38 @@ class BulkCancelOrdersOperator(BaseOperator):
             problems.append(
                 f"requests_per_second must be a positive number, got {self.requests_per_second!r}"
             )
+        try:
+            _order_limit(self.max_orders)
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise KiboValidationError(problems)
+
+    def _enforce_max_orders(self, context: Context, plan: BulkCancelPlan) -> None:
+        """
+        Fail before anything is sent when the plan cancels more orders than ``max_orders`` allows.
+
+        A dry run only warns: it sends nothing, and it is how an oversized plan is looked at.
+        """
+        limit = _order_limit(self.max_orders)
+        count = len(plan.requests)
+        if limit is None or count <= limit:
+            return
+        if self.is_dry_run:
+            self.log.warning(
+                "This plan has %d orders to cancel, more than max_orders=%d: a real run would fail.",
+                count,
+                limit,
+            )
+            return
+        summary = self._summary(plan, BulkCancelOutcome(), dry_run=True)
+        context["ti"].xcom_push(key="summary", value=summary)
+        # Retrying cannot shrink the plan: a person has to look at it, so no Airflow retries.
+        raise AirflowFailException(
+            f"Refusing to cancel {count} orders: more than max_orders={limit}, nothing was sent. "
+            f"The would-be summary (would_cancel) is in XCom key 'summary'. If {count} is right, raise "
+            f"max_orders (e.g. max_orders={count}) or set max_orders=None for no limit."
+        )
 
     def _log_progress(self, outcome: BulkCancelOutcome, total: int) -> None:
         rate = outcome.done / outcome.elapsed if outcome.elapsed else 0.0
