@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import BaseOperator, default_deferrable
+from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator, default_deferrable
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.bulk_runner import RATE_LIMITED
@@ -28,6 +28,27 @@ if TYPE_CHECKING:
 MAX_CONCURRENCY = 64
 #: The XCom key that holds the summary whatever the outcome (success, failure, stop).
 SUMMARY_XCOM_KEY = "summary"
+
+
+#: Default cap on the orders one run may cancel: well above a routine reconciliation run (tens to hundreds),
+#: well below the open-order book a wrong join or an empty filter upstream would hand over.
+DEFAULT_MAX_ORDERS = 2000
+
+
+def _order_limit(value: Any) -> int | None:
+    """``max_orders`` as an int, or None for no limit; a template renders it as a string of digits."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        # A template renders None as the text 'None': that is refused rather than read as "no limit".
+        hint = " (a template rendered None as text: pass max_orders=None itself)" if value == "None" else ""
+        raise ValueError(
+            f"max_orders must be an integer >= 1 (or a string of digits), or None for no limit; "
+            f"got {value!r}{hint}"
+        )
+    return value
 
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:
@@ -69,6 +90,9 @@ class BulkCancelOrdersOperator(BaseOperator):
     :param defer_threshold: with ``deferrable``, waits longer than this many seconds (or than the
         connection's ``max_retry_wait``) are deferred; shorter ones are slept by the workers.
     :param max_deferred_wait: the most seconds spent deferred in all; beyond it the task fails (retryable).
+    :param max_orders: the most orders one run may cancel (default 2000; ``None`` for no limit). A plan
+        with more fails the task before anything is sent, without retries, with the would-be summary in
+        XCom key ``summary``. Templated: an integer or a string of digits.
     """
 
     template_fields: Sequence[str] = (
@@ -76,6 +100,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         "disposition_reason",
         "disposition_other_reason",
         "kibo_conn_id",
+        "max_orders",
     )
     ui_color = "#e76f51"
 
@@ -95,6 +120,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         deferrable: bool = default_deferrable(),
         defer_threshold: float = DEFAULT_DEFER_THRESHOLD,
         max_deferred_wait: float = DEFAULT_MAX_DEFERRED_WAIT,
+        max_orders: int | str | None = DEFAULT_MAX_ORDERS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +138,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.deferrable = deferrable
         self.defer_threshold = defer_threshold
         self.max_deferred_wait = max_deferred_wait
+        self.max_orders = max_orders
         self._hook: KiboHook | None = None  # set while the requests run, so on_kill can stop them
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -140,6 +167,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             counted(len(plan.duplicates), "duplicate"),
         )
         self._warn_unpublished_reasons(plan)
+        self._enforce_max_orders(context, plan)
         if self.is_dry_run:
             summary = self._summary(plan, None)
             self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
@@ -251,8 +279,37 @@ class BulkCancelOrdersOperator(BaseOperator):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 problems.append(f"{name.removeprefix('is_')} must be True or False, got {value!r}")
+        try:
+            _order_limit(self.max_orders)
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise KiboValidationError(problems)
+
+    def _enforce_max_orders(self, context: Context, plan: BulkCancelPlan) -> None:
+        """
+        Fail before anything is sent when the plan cancels more orders than ``max_orders`` allows.
+
+        A dry run only warns: it sends nothing, and it is how an oversized plan is looked at.
+        """
+        limit = _order_limit(self.max_orders)
+        count = len(plan.requests)
+        if limit is None or count <= limit:
+            return
+        if self.is_dry_run:
+            self.log.warning(
+                "This plan has %d orders to cancel, more than max_orders=%d: a real run would fail.",
+                count,
+                limit,
+            )
+            return
+        self._push_summary(context, self._summary(plan, None))
+        # Retrying cannot shrink the plan: a person has to look at it, so no Airflow retries.
+        raise AirflowFailException(
+            f"Refusing to cancel {count} orders: more than max_orders={limit}, nothing was sent. "
+            f"The would-be summary (would_cancel) is in XCom key '{SUMMARY_XCOM_KEY}'. If {count} is "
+            f"right, raise max_orders (e.g. max_orders={count}) or set max_orders=None for no limit."
+        )
 
     def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
         """One warning per run (with the count), not one per order."""
