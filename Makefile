@@ -65,7 +65,8 @@ test-airflow-%: .venv-airflow-%/.installed
 # 127.0.0.1 (tests/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
 # Its own venv from its own lock (dev.lock plus Celery and psycopg2), so `make test` stays as it is.
 test-distributed: .venv-distributed/.installed
-	.venv-distributed/bin/pytest -p no:cacheprovider -m distributed tests/test_distributed.py
+	# A basetemp of its own: other pytest sessions on the machine prune /tmp/pytest-of-$$USER while this runs.
+	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/test_distributed.py
 
 .venv-distributed/.installed: requirements/distributed.lock pyproject.toml
 	test -x .venv-distributed/bin/python || $(PYTHON) -m venv .venv-distributed
@@ -75,4 +76,4 @@ test-distributed: .venv-distributed/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-airflow-* .venv-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist
+	rm -rf $(VENV) .venv-airflow-* .venv-distributed .pytest-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist
