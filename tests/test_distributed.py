@@ -95,6 +95,18 @@ def watch(stack: DistributedStack, dag_id: str, run_id: str, timeout: float = 60
         time.sleep(2)
 
 
+def next_run(stack: DistributedStack, dag_id: str, known: set[str], timeout: float = 300) -> str:
+    """The id of a run of `dag_id` not in `known`, once one exists (a run the scheduler started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+        new = [run["dag_run_id"] for run in runs if run["dag_run_id"] not in known]
+        if new:
+            return str(new[0])
+        time.sleep(2)
+    raise TimeoutError(f"no new run of {dag_id} after {timeout} s")
+
+
 def xcom(stack: DistributedStack, record: RunRecord, task_id: str, map_index: int = -1) -> Any:
     path = (
         f"/api/v2/dags/{record.dag_id}/dagRuns/{record.run_id}/taskInstances/{task_id}"
