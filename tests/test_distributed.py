@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.util import find_spec
@@ -20,9 +22,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
-from devtools.distributed import WORKER_HOSTNAMES, DistributedStack, distributed_stack, listeners_of_children
+from devtools.distributed import (
+    WORKER_HOSTNAMES,
+    DistributedStack,
+    distributed_stack,
+    ensure_system_packages,
+    listeners_of_children,
+    postgres_server,
+    redis_server,
+)
 from tests.support import APP_KEY, SHARED_SECRET, TENANT
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
@@ -238,6 +249,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedStack
             "POST", "/api/v2/pools", json={"name": "kibo_api", "slots": POOL_SLOTS, "include_deferred": False}
         )
         yield running
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_parts_are_stopped_when_a_step_fails(tmp_path: Path) -> None:
+    ensure_system_packages()
+    with pytest.raises(RuntimeError, match="a later step failed"), ExitStack() as parts:
+        ports = [
+            urlsplit(parts.enter_context(postgres_server(tmp_path))).port,
+            urlsplit(parts.enter_context(redis_server(tmp_path))).port,
+        ]
+        assert all(port and _listening(port) for port in ports)
+        assert psutil.Process().children(recursive=True), "postgres and redis-server run as children"
+        raise RuntimeError("a later step failed")
+    assert not any(port and _listening(port) for port in ports)
+    assert psutil.Process().children(recursive=True) == []
 
 
 def test_every_component_is_up(stack: DistributedStack) -> None:
