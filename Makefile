@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo bench dist lock clean test-matrix test-older
+.PHONY: install test lint demo bench dist lock clean test-matrix test-older test-distributed
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ dist: install
 
 # Re-resolve the pinned dependencies (needs the network); commit the results.
 lock: install
-	cd requirements && for name in dev $(addprefix airflow-,$(MATRIX)); do \
+	cd requirements && for name in dev distributed $(addprefix airflow-,$(MATRIX)); do \
 	  ../$(BIN)/uv pip compile --quiet --python-version 3.11 $$name.in -o $$name.lock || exit 1; done
 
 # The supported range: the newest Airflow (`make test`) and the older releases below, each in its own
@@ -52,7 +52,7 @@ test-matrix: test test-older
 test-older: $(addprefix test-airflow-,$(MATRIX))
 
 test-airflow-%: .venv-airflow-%/.installed
-	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only"
+	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only and not distributed"
 
 .venv-airflow-%/.installed: requirements/airflow-%.lock pyproject.toml
 	test -x .venv-airflow-$*/bin/python || $(PYTHON) -m venv .venv-airflow-$*
@@ -61,5 +61,19 @@ test-airflow-%: .venv-airflow-%/.installed
 	.venv-airflow-$*/bin/uv pip install --quiet --python .venv-airflow-$*/bin/python --compile-bytecode --no-deps -e .
 	touch $@
 
+# Production-shaped Airflow: CeleryExecutor with two workers, PostgreSQL, Redis and a triggerer, all on
+# 127.0.0.1 (tests/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
+# Its own venv from its own lock (dev.lock plus Celery and psycopg2), so `make test` stays as it is.
+test-distributed: .venv-distributed/.installed
+	# A basetemp of its own: other pytest sessions on the machine prune /tmp/pytest-of-$$USER while this runs.
+	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/test_distributed.py
+
+.venv-distributed/.installed: requirements/distributed.lock pyproject.toml
+	test -x .venv-distributed/bin/python || $(PYTHON) -m venv .venv-distributed
+	.venv-distributed/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	.venv-distributed/bin/uv pip sync --quiet --python .venv-distributed/bin/python --compile-bytecode requirements/distributed.lock
+	.venv-distributed/bin/uv pip install --quiet --python .venv-distributed/bin/python --compile-bytecode --no-deps -e .
+	touch $@
+
 clean:
-	rm -rf $(VENV) .venv-airflow-* .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist
+	rm -rf $(VENV) .venv-airflow-* .venv-distributed .pytest-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist

@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +91,9 @@ class _State:
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     cancels_applied: dict[int, int] = field(default_factory=dict)
+    # Cancel requests being handled now and the most at once: what a pool or max_concurrency allows.
+    cancels_in_flight: int = 0
+    max_cancels_in_flight: int = 0
 
 
 def make_order(order_id: int, status: str = "OPEN") -> dict[str, Any]:
@@ -217,6 +221,31 @@ class KiboEmulator:
                     for r in self._state.requests
                 ],
             }
+
+    # --- concurrency ----------------------------------------------------------------------------------
+
+    def in_flight(self) -> dict[str, int]:
+        """Cancel requests being handled now, and the most at once since the last reset."""
+        with self._lock:
+            state = self._state
+            return {"now": state.cancels_in_flight, "max": state.max_cancels_in_flight}
+
+    def reset_in_flight(self) -> None:
+        """Start a new high-water mark (from the requests in flight now)."""
+        with self._lock:
+            self._state.max_cancels_in_flight = self._state.cancels_in_flight
+
+    @contextlib.contextmanager
+    def _cancel_in_flight(self) -> Iterator[None]:
+        with self._lock:
+            state = self._state  # a reset() while this request runs must not skew the new state
+            state.cancels_in_flight += 1
+            state.max_cancels_in_flight = max(state.max_cancels_in_flight, state.cancels_in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                state.cancels_in_flight -= 1
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -352,7 +381,10 @@ class KiboEmulator:
     def _control(self, method: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
         """Control endpoints for tests and benchmarks that run in another process."""
         if method == "GET" and name == "state":
-            return 200, self.snapshot()
+            return 200, {**self.snapshot(), "cancels_in_flight": self.in_flight()}
+        if method == "POST" and name == "in_flight/reset":
+            self.reset_in_flight()
+            return 200, {}
         if method == "POST" and name == "reset":
             self.reset()
             return 200, {}
@@ -441,6 +473,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         endpoint, order_id = self._route(path)
+        if endpoint == "cancel":
+            with emulator._cancel_in_flight():
+                self._serve_api(endpoint, order_id, path, headers, body)
+            return
         self._serve_api(endpoint, order_id, path, headers, body)
 
     def _serve_api(
