@@ -40,7 +40,10 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 EXAMPLES = Path(__file__).parent.parent / "example_dags"
 # DAG files copied into the stack's dags folder.
-DAG_FILES = [EXAMPLES / "example_kibo_reconciliation.py"]
+DAG_FILES = [
+    EXAMPLES / "example_kibo_reconciliation.py",
+    Path(__file__).parent / "dags" / "kibo_deferral.py",
+]
 # The examples read their orders from data/orders_to_cancel.csv beside the DAG file: the copy gets these.
 ORDERS = list(range(1001, 1061))
 REASONS = ("customer_changed_mind", "created_by_mistake", "other")
@@ -189,6 +192,30 @@ def check_bulk(stack: DistributedStack, record: RunRecord) -> None:
     )
 
 
+DEFERRED_ORDER = 1900  # kibo_deferral_frees_the_slot cancels it deferrably (defer_threshold 5 s)
+
+
+def prepare_deferral(stack: DistributedStack) -> None:
+    reopen_orders(stack)
+    stack.emulator("POST", "orders", {"ids": [DEFERRED_ORDER]})
+    stack.emulator(
+        "POST", "faults", {"kind": "status", "status": 429, "retry_after": "20", "order_id": DEFERRED_ORDER}
+    )
+
+
+def check_deferral(stack: DistributedStack, record: RunRecord) -> None:
+    (cancel,) = record.tis("cancel")
+    assert "deferred" in record.states_seen[("cancel", -1)], record.states_seen
+    assert cancel["state"] == "success"
+    assert cancel["hostname"] in WORKER_HOSTNAMES  # resumed on a Celery worker, not in the triggerer
+    state = stack.emulator("GET", "state")
+    assert state["cancels_applied"] == {str(DEFERRED_ORDER): 1}
+    sent = [r for r in state["requests"] if r["endpoint"] == "cancel"]
+    assert len(sent) == 2  # the one that met the 429, and the resumed worker's
+    assert xcom(stack, record, "cancel")["orderStatus"] == "CANCELED"
+    print(f"\ndeferral: deferred and resumed on {cancel['hostname']} in {record.seconds('cancel'):.1f} s")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A run to make on the stack: prepare the emulator, trigger, watch to the end, check."""
@@ -206,6 +233,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("example_kibo_reconciliation", check_mapped),
     Scenario("example_kibo_bulk_reconciliation", check_bulk),
+    Scenario("kibo_deferral_frees_the_slot", check_deferral, prepare=prepare_deferral),
 ]
 RECORDS: dict[str, RunRecord] = {}
 
