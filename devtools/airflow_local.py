@@ -122,8 +122,9 @@ class AirflowEnv:
                 "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
                 (dag_id, run_id),
             ):
-                decoded = json.loads(value)
-                if XCOM_STORED_TWICE_ENCODED:
+                # SQLite hands a JSON number stored in the column back as a number, not as text.
+                decoded = json.loads(value) if isinstance(value, str | bytes) else value
+                if XCOM_STORED_TWICE_ENCODED and isinstance(decoded, str):
                     decoded = json.loads(decoded)
                 result.xcoms[(task_id, map_index, key)] = decoded
                 if key == "return_value":
