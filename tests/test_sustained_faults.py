@@ -43,12 +43,8 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     STOPPED,
     BulkRun,
 )
-from tests.support import SHARED_SECRET, TENANT, kibo_connection
-
-
-def hook_for(emu: KiboEmulator, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> KiboHook:
-    monkeypatch.setenv("AIRFLOW_CONN_KIBO_FAULTS", json.dumps(kibo_connection(emu, **extra)))
-    return KiboHook("kibo_faults")
+from tests.support import SHARED_SECRET, TENANT
+from tests.test_reliability import hook_for
 
 
 def closed_port() -> int:
