@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
     KiboApiError,
@@ -380,6 +381,7 @@ class KiboHook(BaseHook):
         with self._token_lock:
             token = self._token  # another thread may have refreshed it while this one waited
             if token is None or not token.fresh() or token.value == stale:
+                metrics.token_fetch()
                 token = self._token = self._fetch_token(max_attempts)
             return token.value
 
@@ -434,7 +436,9 @@ class KiboHook(BaseHook):
             prepared.headers["Authorization"] = f"Bearer {token}"
         origin = self.settings.auth_url if url == self.settings.auth_url else self.settings.base_url
         timeout = (self.settings.timeout, self.settings.timeout)
-        return session.send(prepared, timeout=timeout, proxies=self._proxies[origin])
+        response = session.send(prepared, timeout=timeout, proxies=self._proxies[origin])
+        metrics.request_duration(method, url, response.elapsed)
+        return response
 
     def _call(
         self,
@@ -507,6 +511,7 @@ class KiboHook(BaseHook):
                     error.may_have_applied = may_have_applied
                     raise error from None
                 problem = f"{type(exc).__name__}"
+                metrics.retry("transport")
             else:
                 if response.status_code not in RETRYABLE_STATUSES or attempt == attempts:
                     return response, may_have_applied
@@ -517,6 +522,7 @@ class KiboHook(BaseHook):
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                     if retry_after is not None and retry_after > settings.max_retry_wait:
                         return response, may_have_applied  # longer than we may wait: fail now
+                metrics.retry_status(response.status_code)
             delay = self._backoff(attempt, retry_after)
             self.log.warning(
                 "%s%s: %s on attempt %d of %d; retrying in %.1f s",
