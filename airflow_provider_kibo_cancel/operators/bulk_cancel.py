@@ -174,6 +174,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.progress_interval = progress_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
 
@@ -193,6 +194,8 @@ class BulkCancelOrdersOperator(BaseOperator):
         if self.is_dry_run:
             summary = self._summary(plan, BulkCancelOutcome(), dry_run=True)
             self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
+            if self.outlets:  # the event names the tenant, so the connection is read; nothing is sent
+                self._dry_run_event(context, KiboHook(kibo_conn_id=self.kibo_conn_id), summary)
             return summary
 
         hook = KiboHook(
@@ -202,6 +205,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         )
         try:  # a broken connection fails the task once, not once per order
             self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
         except KiboError as exc:
             fail_task_unless_retryable(exc)
             raise
@@ -214,9 +218,21 @@ class BulkCancelOrdersOperator(BaseOperator):
             progress_interval=self.progress_interval,
         )
         summary = self._summary(plan, outcome, dry_run=False)
+        metrics.cancel_outcomes(summary)
         if self.fail_on_error and (outcome.failed or plan.invalid):
             self._fail(context, summary)
+        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
         return summary
+
+    def _dry_run_event(self, context: Context, hook: KiboHook, summary: dict[str, Any]) -> None:
+        from airflow_provider_kibo_cancel import assets
+
+        try:
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
+        except KiboError as exc:
+            fail_task_unless_retryable(exc)
+            raise
+        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
 
     def _check_settings(self) -> None:
         problems = []

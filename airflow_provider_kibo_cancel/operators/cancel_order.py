@@ -60,6 +60,7 @@ class CancelOrderOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
+        from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
@@ -68,13 +69,27 @@ class CancelOrderOperator(BaseOperator):
             request = CancelOrderRequest.from_raw(
                 self.order_id, self.disposition_reason, self.disposition_other_reason
             )
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
             if self.is_dry_run:
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
+                assets.emit_order_event(
+                    context, self.outlets, hook.settings.tenant_id, request.order_id, dry_run=True
+                )
                 return preview
-            order = hook.cancel(request).order
+            result = hook.cancel(request)
         except KiboError as exc:
+            metrics.cancel_error(exc)
             fail_task_unless_retryable(exc)
             raise
+        metrics.cancel_outcome("already_canceled" if result.already_canceled else "canceled")
+        order = result.order
         self.log.info("Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)"))
+        assets.emit_order_event(
+            context,
+            self.outlets,
+            hook.settings.tenant_id,
+            request.order_id,
+            already_canceled=result.already_canceled,
+        )
         return order
