@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -300,3 +302,27 @@ def test_endpoints_of_request_paths() -> None:
     assert metrics.endpoint_of("POST", "/api/v2/order/action/cancel") == "cancel"
     assert metrics.endpoint_of("GET", "/api/v2/order/1001") == "get_order"
     assert metrics.endpoint_of("GET", "/_emulator/state") == "other"
+
+
+def test_parsing_a_dag_file_loads_no_metrics_asset_or_plugin_code() -> None:
+    """What a DAG file pays at parse time: the operator modules, not the code they need only to run."""
+    code = (
+        "import json, sys, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        "import airflow_provider_kibo_cancel.operators.cancel_order, "
+        "airflow_provider_kibo_cancel.operators.bulk_cancel\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    unwanted = (
+        "airflow_provider_kibo_cancel.metrics",
+        "airflow_provider_kibo_cancel.assets",
+        "airflow_provider_kibo_cancel.pytest_plugin",
+        "airflow_provider_kibo_cancel.hooks",
+        "airflow.stats",
+        "airflow.sdk.observability",
+        "statsd",
+        "requests",
+    )
+    assert [m for m in loaded if m.startswith(unwanted)] == [], loaded
