@@ -10,6 +10,7 @@ URIs (the ``asset-uris`` handler in ``get_provider_info()``) and DAG files impor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,29 @@ def canceled_orders_extra(
     }
 
 
+def alias_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``extra`` as an alias event can carry it on this Airflow.
+
+    Airflow before 3.2 hashes an alias event's extra (``frozenset(extra.items())``, checked in 3.0.0's
+    ``register_asset_changes_in_db``; 3.2 compares JSON), so a list in it fails the task's state update.
+    There, lists and dicts travel as JSON text (``json.loads(extra["canceled"])``).
+    """
+    if _airflow_version() >= (3, 2):
+        return extra
+    return {
+        key: value if value is None or isinstance(value, str | int | float) else json.dumps(value)
+        for key, value in extra.items()
+    }
+
+
+def _airflow_version() -> tuple[int, int]:
+    from importlib.metadata import version
+
+    major, minor = version("apache-airflow-core").split(".")[:2]
+    return int(major), int(minor)
+
+
 def emit_canceled_orders(context: Context, outlets: Iterable[Any], extra: dict[str, Any]) -> None:
     """
     Attach ``extra`` to each ``Asset`` outlet's event and add the tenant's asset to each ``AssetAlias``.
@@ -106,7 +130,7 @@ def emit_canceled_orders(context: Context, outlets: Iterable[Any], extra: dict[s
     for outlet in outlets:
         if isinstance(outlet, AssetAlias):
             if not extra["dry_run"]:
-                events[outlet].add(kibo_orders_canceled_asset(extra["tenant_id"]), extra=extra)
+                events[outlet].add(kibo_orders_canceled_asset(extra["tenant_id"]), extra=alias_extra(extra))
         elif isinstance(outlet, Asset):
             events[outlet].extra.update(extra)
 

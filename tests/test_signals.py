@@ -158,7 +158,13 @@ def test_a_single_cancel_attaches_tenant_and_order_to_its_asset_event(signals_ru
 def test_an_asset_alias_gets_the_tenants_asset(signals_run: SignalsRun) -> None:
     (event,) = events_of(signals_run, "single_alias")
     assert event["uri"] == CANCELED_URI
-    assert event["extra"]["canceled"] == [1002]
+    expected = assets.extra_for_order(TENANT, 1002, already_canceled=False, dry_run=False)
+    assert expected["canceled"] == [1002]
+    assert event["extra"] == assets.alias_extra(expected)
+    if assets._airflow_version() < (3, 2):  # Airflow hashes alias extras there: lists travel as JSON text
+        assert event["extra"]["canceled"] == "[1002]"
+    else:
+        assert event["extra"] == expected
 
 
 def test_a_dry_run_event_says_so_and_lists_nothing(signals_run: SignalsRun) -> None:
