@@ -104,6 +104,11 @@ def provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_kibo_cancel.triggers.retry_after"],
             }
         ],
+        # kibo://{tenant_id}/orders/canceled names "orders were canceled in that tenant" (assets.py); the
+        # handler refuses a tenant that is not digits when a DAG file builds such an asset.
+        "asset-uris": [
+            {"schemes": ["kibo"], "handler": "airflow_provider_kibo_cancel.assets.normalize_kibo_uri"}
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -10,6 +10,8 @@ Two ways to run the cancels, one DAG each:
   task, one token, bounded concurrency and a summary of what happened to each order.
 
 Re-running either is safe: an order canceled already is read back and counts as done.
+The bulk DAG also records an asset event, "orders were canceled in Kibo tenant 30294", that schedules
+``example_kibo_canceled_orders_consumer`` with the canceled order ids (no XCom plumbing across DAGs).
 Needs a ``kibo`` connection named ``kibo_default`` (see the README's "Connection set-up").
 """
 
@@ -22,11 +24,14 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
+from airflow_provider_kibo_cancel.assets import kibo_orders_canceled_asset
 from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
 # In production this would be a query against the order warehouse; here, a small CSV beside the DAG.
 ORDERS_CSV = Path(__file__).parent / "data" / "orders_to_cancel.csv"
+# kibo://30294/orders/canceled: use your connection's tenant_id (another tenant fails before sending).
+CANCELED_ORDERS = kibo_orders_canceled_asset("30294")
 
 
 @task
@@ -68,6 +73,7 @@ def example_kibo_bulk_reconciliation() -> None:
         max_concurrency=8,
         retries=2,  # only when something transient failed; canceled orders then count as already_canceled
         retry_delay=timedelta(minutes=5),
+        outlets=[CANCELED_ORDERS],  # on success, an event whose extra lists the canceled order ids
     )
 
     @task

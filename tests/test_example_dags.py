@@ -47,6 +47,7 @@ def test_every_example_dag_imports_without_errors() -> None:
         "example_kibo_reconciliation",
         "example_kibo_bulk_reconciliation",
         *(["example_kibo_review_before_cancel"] if has_hitl else []),
+        "example_kibo_canceled_orders_consumer",
     }
     single = bag.dags["example_kibo_cancel_order"]
     assert single.params.get_param("disposition_reason").schema["enum"] == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import requests
 import airflow_provider_kibo_cancel
 from devtools.airflow_local import AirflowEnv
 from devtools.emulator_process import emulator_process
+from tests import user_project
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
 
@@ -71,10 +73,13 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     )
     assert b"provider_info = airflow_provider_kibo_cancel:get_provider_info" in metadata
     assert b"kibo-emulator = airflow_provider_kibo_cancel.emulator.__main__:main" in metadata
+    assert b"[pytest11]\nkibo = airflow_provider_kibo_cancel.pytest_plugin" in metadata
 
 
-def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def clean_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtual environment with the pinned dependencies and the provider from the built wheel."""
+    venv = tmp_path_factory.mktemp("clean") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     # Airflow and the rest from the same pins as the project; the provider from the wheel, not the tree.
@@ -98,10 +103,14 @@ def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path
         capture_output=True,
         text=True,
         check=True,
-        cwd=tmp_path,
+        cwd=venv,
     ).stdout
     assert str(venv) in installed  # not the source tree
+    return venv
 
+
+def test_the_built_wheel_works_in_a_clean_environment(clean_venv: Path, tmp_path: Path) -> None:
+    venv = clean_venv
     dags = tmp_path / "dags"
     shutil.copytree(ROOT / "example_dags", dags)
     airflow = AirflowEnv(tmp_path / "home", dags, airflow=str(venv / "bin" / "airflow"))
@@ -128,3 +137,23 @@ def test_the_built_wheel_works_in_a_clean_environment(dist: Path, tmp_path: Path
     assert result.state("cancel_order") == "success", result.output[-3000:]
     assert result.xcom[("cancel_order", -1)]["orderStatus"] == "CANCELED"
     assert state["cancels_applied"] == {"1234": 1}
+
+
+def test_a_users_project_tests_its_dag_with_the_installed_fixtures(clean_venv: Path, tmp_path: Path) -> None:
+    """The README's user project, outside the repository: its DAG test passes with the wheel's fixtures."""
+    project = tmp_path / "shop"
+    for name, text in user_project.FILES.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHONPATH", "PYTEST"))}
+    proc = subprocess.run(
+        [str(clean_venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert "1 passed" in proc.stdout

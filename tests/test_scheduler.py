@@ -7,7 +7,9 @@ stored in the metadata database, not in the environment): where providers usuall
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +64,62 @@ def test_single_order_dag_under_a_real_scheduler(
     assert cancel.body == {"orderId": 1042, "dispositionReason": "created_by_mistake"}
     assert cancel.headers["x-vol-tenant"] == TENANT
     assert emulator.cancels_applied(1042) == 1
+
+
+def test_the_reconciliation_event_starts_the_consumer_dag(
+    tmp_path: Path, emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk reconciliation's asset event creates the consumer's run, which sees the canceled ids."""
+    producer, consumer = "example_kibo_bulk_reconciliation", "example_kibo_canceled_orders_consumer"
+    monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
+    env = AirflowEnv(tmp_path / "airflow_home", EXAMPLES)
+    env.home.mkdir()
+    env.migrate()
+    with AirflowStack(env) as stack:
+        stack.api(
+            "POST",
+            "/api/v2/connections",
+            json={
+                "connection_id": "kibo_default",
+                "conn_type": "kibo",
+                "host": emulator.url,
+                "login": APP_KEY,
+                "password": SHARED_SECRET,
+                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
+            },
+        )
+        stack.wait_for_dag(producer)
+        stack.wait_for_dag(consumer)
+        assert stack.api("GET", f"/api/v2/dags/{consumer}/dagRuns")["dag_runs"] == []
+        stack.api("PATCH", f"/api/v2/dags/{consumer}", json={"is_paused": False})
+        # The @daily producer's next scheduled run is at midnight (a cron trigger): run it now by hand.
+        stack.api("PATCH", f"/api/v2/dags/{producer}", json={"is_paused": False})
+        run = stack.api("POST", f"/api/v2/dags/{producer}/dagRuns", json={"logical_date": None})
+        assert stack.wait_for_run(producer, run["dag_run_id"]) == "success"
+        (triggered,) = wait_for_runs(stack, consumer)
+        state = stack.wait_for_run(consumer, triggered["dag_run_id"])
+        base = f"/api/v2/dags/{consumer}/dagRuns/{triggered['dag_run_id']}"
+        assert state == "success", (env.home / "scheduler.log").read_text()[-5000:]
+        events = stack.api("GET", f"{base}/upstreamAssetEvents")["asset_events"]
+        xcom = stack.api("GET", f"{base}/taskInstances/log_canceled_orders/xcomEntries/return_value")
+
+    assert triggered["run_type"] == "asset_triggered"
+    (event,) = events
+    assert (event["uri"], event["source_dag_id"], event["source_run_id"]) == (
+        "kibo://30294/orders/canceled",
+        producer,
+        run["dag_run_id"],
+    )
+    seen = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    assert seen == {"canceled": [1001, 1002, 1003, 1004, 1005], "already_canceled": []}
+    assert all(emulator.cancels_applied(order_id) == 1 for order_id in range(1001, 1006))
+
+
+def wait_for_runs(stack: AirflowStack, dag_id: str, timeout: float = 180) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs: list[dict[str, Any]] = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+        if runs:
+            return runs
+        time.sleep(1)
+    raise TimeoutError(f"no run of {dag_id} after {timeout} s")

@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
     KiboApiError,
@@ -461,6 +462,7 @@ class KiboHook(BaseHook):
                 raise copy.copy(self._credentials_refused)
             token = self._token  # another thread may have refreshed it while this one waited
             if token is None or not token.fresh() or token.value == stale:
+                metrics.token_fetch()
                 try:
                     token = self._token = self._fetch_token(max_attempts)
                 except KiboAuthenticationError as exc:
@@ -520,7 +522,11 @@ class KiboHook(BaseHook):
         origin = self.settings.auth_url if url == self.settings.auth_url else self.settings.base_url
         timeout = (self.settings.timeout, self.settings.timeout)
         # A redirected POST would carry the shared secret or the cancel to another host: never follow.
-        return session.send(prepared, timeout=timeout, proxies=self._proxies[origin], allow_redirects=False)
+        response = session.send(
+            prepared, timeout=timeout, proxies=self._proxies[origin], allow_redirects=False
+        )
+        metrics.request_duration(method, url, response.elapsed)
+        return response
 
     def _call(
         self,
@@ -620,6 +626,7 @@ class KiboHook(BaseHook):
                             order_id=order_id,
                         ) from None
                     problem = failure.description
+                    metrics.retry("transport")
                 else:
                     may_have_applied = may_have_applied or response.status_code >= 500
                     if self._final_answer(response, last=attempt == attempts, started=started, what=what):
@@ -627,6 +634,7 @@ class KiboHook(BaseHook):
                     problem = f"HTTP {response.status_code}"
                     if response.status_code == 429:
                         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    metrics.retry_status(response.status_code)
                 delay = self._backoff(attempt, retry_after)
                 self.log.warning(
                     "%s%s: %s on attempt %d of %d; retrying in %.1f s",

@@ -149,6 +149,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         return self._execute(context, event["state"])
 
     def _execute(self, context: Context, state: dict[str, Any] | None) -> dict[str, Any]:
+        from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
         from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun, restore_outcome
@@ -169,10 +170,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         self._warn_unpublished_reasons(plan)
         self._enforce_max_orders(context, plan)
         if self.is_dry_run:
-            summary = self._summary(plan, None)
-            self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
-            self._push_summary(context, summary)
-            return summary
+            return self._dry_run(context, plan)
 
         previous = restore_outcome(state or {})
         todo = [request for request in plan.requests if request.order_id not in previous.results]
@@ -200,11 +198,14 @@ class BulkCancelOrdersOperator(BaseOperator):
             # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
             # (one token request for the run), before any cancel is sent.
             self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
             self._authenticate(hook, plan, previous, state or {})
             outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
         except BaseException as exc:
             # A timeout, kill or interrupt (run() has stopped every request), or no token at all.
-            self._push_summary(context, self._summary(plan, run.outcome))
+            summary = self._summary(plan, run.outcome)
+            metrics.cancel_outcomes(summary)
+            self._push_summary(context, summary)
             if isinstance(exc, KiboError):
                 fail_task_unless_retryable(exc)
             raise
@@ -213,12 +214,14 @@ class BulkCancelOrdersOperator(BaseOperator):
         if outcome.halted == RATE_LIMITED and self.deferrable:
             self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
+        metrics.cancel_outcomes(summary)
         self._push_summary(context, summary)
         self._log_result(summary)
         if outcome.halted is not None and summary["not_attempted"]:
             self._fail_halted(outcome, summary)
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
+        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
         return summary
 
     def _authenticate(
@@ -258,6 +261,26 @@ class BulkCancelOrdersOperator(BaseOperator):
         if hook is not None:
             self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
             hook.stop()
+
+    def _dry_run(self, context: Context, plan: BulkCancelPlan) -> dict[str, Any]:
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
+        summary = self._summary(plan, None)
+        self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
+        self._push_summary(context, summary)
+        if self.outlets:  # the event names the tenant, so the connection is read; nothing is sent
+            self._dry_run_event(context, KiboHook(kibo_conn_id=self.kibo_conn_id), summary)
+        return summary
+
+    def _dry_run_event(self, context: Context, hook: KiboHook, summary: dict[str, Any]) -> None:
+        from airflow_provider_kibo_cancel import assets
+
+        try:
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
+        except KiboError as exc:
+            fail_task_unless_retryable(exc)
+            raise
+        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
 
     def _check_settings(self) -> None:
         problems = []

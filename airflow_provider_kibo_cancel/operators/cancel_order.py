@@ -80,15 +80,16 @@ class CancelOrderOperator(BaseOperator):
         self.max_deferred_wait = max_deferred_wait
 
     def execute(self, context: Context) -> dict[str, Any]:
-        return self._cancel({"deferred_seconds": 0.0})
+        return self._cancel(context, {"deferred_seconds": 0.0})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed after a deferred Retry-After: the worker sends the cancel again."""
-        return self._cancel(event["state"])
+        return self._cancel(context, event["state"])
 
-    def _cancel(self, state: dict[str, Any]) -> dict[str, Any]:
+    def _cancel(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
+        from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
@@ -102,9 +103,13 @@ class CancelOrderOperator(BaseOperator):
             request = CancelOrderRequest.from_raw(
                 self.order_id, self.disposition_reason, self.disposition_other_reason
             )
+            assets.check_outlets(self.outlets, hook.settings.tenant_id)
             if self.is_dry_run:
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
+                assets.emit_order_event(
+                    context, self.outlets, hook.settings.tenant_id, request.order_id, dry_run=True
+                )
                 return preview
             try:
                 result = hook.cancel(request)
@@ -116,8 +121,10 @@ class CancelOrderOperator(BaseOperator):
                     self, wait=wait, state=state, max_deferred_wait=self.max_deferred_wait
                 )
         except KiboError as exc:
+            metrics.cancel_error(exc)
             fail_task_unless_retryable(exc)
             raise
+        metrics.cancel_outcome("already_canceled" if result.already_canceled else "canceled")
         order = result.order
         if result.already_canceled:
             self.log.info("Order %s was canceled already; nothing to do", request.order_id)
@@ -125,4 +132,11 @@ class CancelOrderOperator(BaseOperator):
             self.log.info(
                 "Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)")
             )
+        assets.emit_order_event(
+            context,
+            self.outlets,
+            hook.settings.tenant_id,
+            request.order_id,
+            already_canceled=result.already_canceled,
+        )
         return order

@@ -54,6 +54,9 @@ def defer_until_kibo_accepts(
             f"that exceeds max_deferred_wait ({max_deferred_wait:g} s). Nothing more was sent; a task "
             "retry (or a later run) continues where this one stopped"
         )
+    from airflow_provider_kibo_cancel import metrics
+
+    metrics.deferral()
     resume_at = time.time() + wait
     operator.log.info(
         "Kibo asked to wait %.0f s (Retry-After): deferring until %s, the worker slot is free meanwhile",

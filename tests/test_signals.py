@@ -1,0 +1,334 @@
+"""Asset events and metrics: one `airflow dags test` of tests/dags/kibo_signals.py with StatsD on.
+
+The run's asset events are read from the metadata database and its metrics from a UDP socket the test
+opens on 127.0.0.1 as Airflow's StatsD host. Runs on every supported Airflow (3.0 included).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_kibo_cancel import assets, metrics
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
+from devtools.airflow_local import AirflowEnv, DagRunResult
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+
+DAGS = Path(__file__).parent / "dags"
+CANCELED_URI = "kibo://30294/orders/canceled"
+
+
+@dataclass
+class StatsdListener:
+    """A UDP socket on 127.0.0.1 collecting StatsD lines (``name:value|type``) until closed."""
+
+    sock: socket.socket
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def collect(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except OSError:
+                return  # closed
+            self.lines.extend(data.decode(errors="replace").splitlines())
+
+    def metrics(self, prefix: str) -> dict[str, list[tuple[float, str]]]:
+        found: dict[str, list[tuple[float, str]]] = {}
+        for line in self.lines:
+            name, _, rest = line.partition(":")
+            if name.startswith(prefix):
+                value, _, kind = rest.partition("|")
+                found.setdefault(name, []).append((float(value), kind.split("|")[0]))
+        return found
+
+
+@dataclass
+class SignalsRun:
+    result: DagRunResult
+    emulator: KiboEmulator
+    events: list[dict[str, Any]]
+    statsd: StatsdListener
+
+
+def asset_events(home: Path, dag_id: str) -> list[dict[str, Any]]:
+    """The asset events a DAG's latest run recorded, with their asset's URI, from the SQLite database."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        (run_id,) = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchone()
+        rows = db.execute(
+            "SELECT a.uri, e.source_task_id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.source_dag_id = ? AND e.source_run_id = ? ORDER BY e.id",
+            (dag_id, run_id),
+        ).fetchall()
+    return [{"uri": uri, "task": task, "extra": json.loads(extra)} for uri, task, extra in rows]
+
+
+@pytest.fixture(scope="module")
+def signals_run(airflow_env: AirflowEnv) -> Iterator[SignalsRun]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    listener = StatsdListener(sock)
+    thread = threading.Thread(target=listener.collect, daemon=True)
+    thread.start()
+    env = AirflowEnv(airflow_env.home, DAGS)
+    env.env.update(
+        {
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        }
+    )
+    try:
+        with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
+            emu.add_orders(range(1000, 1100))
+            emu.add_orders(range(2000, 2010), status="CANCELED")
+            emu.inject("status", status=429, retry_after="0", order_id=1001)
+            emu.inject("status", status=503, order_id=1002)
+            emu.inject("drop", order_id=1003)
+            result = env.run_dag("kibo_signals", connections={"kibo_default": kibo_connection(emu)})
+            time.sleep(0.5)  # the last UDP datagrams
+            yield SignalsRun(result, emu, asset_events(env.home, "kibo_signals"), listener)
+    finally:
+        sock.close()
+        thread.join(timeout=5)
+
+
+def events_of(run: SignalsRun, task_id: str) -> list[dict[str, Any]]:
+    return [e for e in run.events if e["task"] == task_id]
+
+
+def test_task_states(signals_run: SignalsRun) -> None:
+    result = signals_run.result
+    expected = {
+        "single": "success",
+        "single_already": "success",
+        "single_alias": "success",
+        "single_dry_run": "success",
+        "single_no_outlets": "success",
+        "single_invalid": "failed",
+        "single_unknown": "failed",
+        "single_other_tenant": "failed",
+        "bulk": "success",
+        "bulk_other_tenant": "failed",
+        "not_wired_yet": "success",
+    }
+    assert {task: result.state(task) for task in expected} == expected, result.output[-5000:]
+
+
+def test_a_single_cancel_attaches_tenant_and_order_to_its_asset_event(signals_run: SignalsRun) -> None:
+    assert events_of(signals_run, "single") == [
+        {
+            "uri": CANCELED_URI,
+            "task": "single",
+            "extra": {
+                "tenant_id": TENANT,
+                "canceled": [1001],
+                "already_canceled": [],
+                "counts": {"total": 1, "canceled": 1, "already_canceled": 0},
+                "truncated": False,
+                "dry_run": False,
+            },
+        }
+    ]
+    (already,) = events_of(signals_run, "single_already")
+    assert already["uri"] == "kibo_signals_own_asset"  # any Asset outlet gets the extra
+    assert (already["extra"]["canceled"], already["extra"]["already_canceled"]) == ([], [2001])
+
+
+def test_an_asset_alias_gets_the_tenants_asset(signals_run: SignalsRun) -> None:
+    (event,) = events_of(signals_run, "single_alias")
+    assert event["uri"] == CANCELED_URI
+    expected = assets.extra_for_order(TENANT, 1002, already_canceled=False, dry_run=False)
+    assert expected["canceled"] == [1002]
+    assert event["extra"] == assets.alias_extra(expected)
+    if assets._airflow_version() < (3, 2):  # Airflow hashes alias extras there: lists travel as JSON text
+        assert event["extra"]["canceled"] == "[1002]"
+    else:
+        assert event["extra"] == expected
+
+
+def test_a_dry_run_event_says_so_and_lists_nothing(signals_run: SignalsRun) -> None:
+    # Airflow records an event for a declared Asset on every success; an alias gets none from a dry run.
+    (event,) = events_of(signals_run, "single_dry_run")
+    assert event["uri"] == "kibo_signals_own_asset"
+    assert event["extra"]["dry_run"] is True
+    assert (event["extra"]["canceled"], event["extra"]["already_canceled"]) == ([], [])
+    assert signals_run.emulator.order(1050)["orderStatus"] == "OPEN"  # type: ignore[index]
+
+
+def test_a_bulk_event_has_the_counts_and_the_ids(signals_run: SignalsRun) -> None:
+    (event,) = events_of(signals_run, "bulk")
+    extra = event["extra"]
+    assert event["uri"] == CANCELED_URI
+    assert sorted(extra.pop("canceled")) == [1010, 1011, 1012]
+    assert extra == {
+        "tenant_id": TENANT,
+        "already_canceled": [2002],
+        "counts": {
+            "total": 7,
+            "canceled": 3,
+            "already_canceled": 1,
+            "failed": 1,
+            "invalid": 1,
+            "duplicates": 1,
+        },
+        "truncated": False,
+        "dry_run": False,
+    }
+
+
+def test_failed_tasks_record_no_event_and_another_tenants_outlet_sends_nothing(
+    signals_run: SignalsRun,
+) -> None:
+    for task in ("single_invalid", "single_unknown", "single_other_tenant", "bulk_other_tenant"):
+        assert events_of(signals_run, task) == []
+    sent = {r.body["orderId"] for r in signals_run.emulator.requests_to("cancel")}
+    assert not sent & {1060, 1070, 1071}
+    assert signals_run.result.tries[("single_other_tenant", -1)] == 1
+    output = signals_run.result.output
+    assert (
+        "outlet 'kibo://99999/orders/canceled' names tenant 99999 but the connection is for tenant" in output
+    )
+    assert SHARED_SECRET not in json.dumps(signals_run.events)
+
+
+def test_statsd_receives_every_metric_with_the_expected_counts(signals_run: SignalsRun) -> None:
+    found = signals_run.statsd.metrics("airflow.kibo.")
+    counters = Counter({name: sum(v for v, _ in values) for name, values in found.items()})
+    assert {name: counters[name] for name in counters if all(k == "c" for _, k in found[name])} == {
+        "airflow.kibo.cancel.canceled": 6,  # single, single_alias, single_no_outlets, 3 in bulk
+        "airflow.kibo.cancel.already_canceled": 2,
+        "airflow.kibo.cancel.failed": 2,  # two unknown orders; another tenant's outlet is no outcome
+        "airflow.kibo.cancel.invalid": 2,
+        "airflow.kibo.cancel.not_attempted": 2,
+        "airflow.kibo.deferral": 1,
+        "airflow.kibo.http.retry.429": 1,
+        "airflow.kibo.http.retry.5xx": 1,
+        "airflow.kibo.http.retry.transport": 1,
+        "airflow.kibo.oauth.token_fetch": 6,  # each task that sent anything fetched one token
+    }, signals_run.statsd.lines[-50:]
+    timers = {name: len(values) for name, values in found.items() if values[0][1] == "ms"}
+    # Every answered request is timed; the dropped one has no answer to time.
+    assert timers == {
+        "airflow.kibo.http.duration.oauth": 6,
+        "airflow.kibo.http.duration.cancel": 12,
+        "airflow.kibo.http.duration.get_order": 2,
+    }
+    assert all(v >= 0 for name in timers for v, _ in found[name])
+    assert set(found) <= {f"airflow.{name}" for name in metrics.METRICS}
+    assert not [line for line in signals_run.statsd.lines if SHARED_SECRET in line]
+
+
+# --- units -------------------------------------------------------------------------------------------
+
+
+def test_the_asset_uri_names_the_tenant() -> None:
+    assert assets.kibo_orders_canceled_asset(30294).uri == CANCELED_URI
+    assert assets.kibo_orders_canceled_asset(" 30294 ").name == CANCELED_URI
+    with pytest.raises(ValueError, match="digits only, got 'acme'"):
+        assets.kibo_orders_canceled_uri("acme")
+
+
+def test_airflow_refuses_a_kibo_uri_without_a_tenant() -> None:
+    from airflow.sdk import Asset
+
+    with pytest.raises(ValueError, match="names a tenant"):
+        Asset("kibo://acme/orders/canceled")
+
+
+def test_ids_are_capped_and_truncation_is_said() -> None:
+    extra = assets.canceled_orders_extra(
+        tenant_id="1", canceled=[1, 2, 3], already_canceled=[4, 5], counts={"canceled": 3}, cap=4
+    )
+    assert (extra["canceled"], extra["already_canceled"], extra["truncated"]) == ([1, 2, 3], [4], True)
+    extra = assets.canceled_orders_extra(
+        tenant_id="1", canceled=[1, 2], already_canceled=[3], counts={}, cap=3
+    )
+    assert extra["truncated"] is False
+    big = assets.extra_for_summary("1", {"total": 5000, "canceled": list(range(5000)), "dry_run": False})
+    assert len(big["canceled"]) == assets.MAX_EVENT_ORDER_IDS and big["truncated"] is True
+    assert big["counts"] == {"total": 5000, "canceled": 5000}
+    assert len(json.dumps(big)) < 10_000  # stays a small row in the metadata database
+
+
+def test_outlets_of_another_tenant_are_refused() -> None:
+    from airflow.sdk import Asset
+
+    assets.check_outlets([Asset(CANCELED_URI), Asset("anything")], TENANT)
+    with pytest.raises(KiboConfigurationError, match="names tenant 1 but the connection is for tenant 30294"):
+        assets.check_outlets([Asset("kibo://1/orders/canceled")], TENANT)
+
+
+def test_a_metric_that_cannot_be_sent_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken:
+        def incr(self, *args: Any) -> None:
+            raise OSError("statsd host unreachable")
+
+        def timing(self, *args: Any) -> None:
+            raise RuntimeError("backend broken")
+
+    monkeypatch.setattr(metrics, "_get_stats", Broken)
+    metrics.cancel_outcome("canceled")
+    metrics.cancel_outcomes({"canceled": [1], "failed": "not a list"})
+    metrics.retry("429")
+    metrics.token_fetch()
+    metrics.deferral()
+    metrics.request_duration("POST", "http://x/api/v2/order/action/cancel", 0.01)
+    metrics.cancel_error(ValueError("x"))
+
+    def unimportable() -> Any:
+        raise ImportError("no Stats here")
+
+    monkeypatch.setattr(metrics, "_get_stats", unimportable)
+    metrics.deferral()
+
+
+def test_endpoints_of_request_paths() -> None:
+    assert metrics.endpoint_of("POST", "/api/platform/applications/authtickets/oauth") == "oauth"
+    assert metrics.endpoint_of("POST", "/api/v2/order/action/cancel") == "cancel"
+    assert metrics.endpoint_of("GET", "/api/v2/order/1001") == "get_order"
+    assert metrics.endpoint_of("GET", "/_emulator/state") == "other"
+
+
+def test_parsing_a_dag_file_loads_no_metrics_asset_or_plugin_code() -> None:
+    """What a DAG file pays at parse time: the operator modules, not the code they need only to run."""
+    code = (
+        "import json, sys, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        "import airflow_provider_kibo_cancel.operators.cancel_order, "
+        "airflow_provider_kibo_cancel.operators.bulk_cancel\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    unwanted = (
+        "airflow_provider_kibo_cancel.metrics",
+        "airflow_provider_kibo_cancel.assets",
+        "airflow_provider_kibo_cancel.pytest_plugin",
+        "airflow_provider_kibo_cancel.hooks",
+        "airflow.stats",
+        "airflow.sdk.observability",
+        "statsd",
+        "requests",
+    )
+    assert [m for m in loaded if m.startswith(unwanted)] == [], loaded
