@@ -203,7 +203,8 @@ class AirflowStack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _wait_healthy(self, timeout: float = 120) -> None:
+    def _wait_healthy(self, timeout: float = 180) -> None:
+        # Several processes starting on two cores: the API server may accept and then answer slowly.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for proc in self.processes:
@@ -212,9 +213,9 @@ class AirflowStack:
                         f"{proc.args!r} exited with {proc.returncode}; see {self.airflow_env.home}"
                     )
             try:
-                if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
+                if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=10).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting to answer
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"API server not healthy after {timeout} s; see {self.airflow_env.home}")

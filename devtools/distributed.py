@@ -237,23 +237,6 @@ class CeleryAirflowStack(AirflowStack):
             raise
         return self
 
-    def _wait_healthy(self, timeout: float = 180) -> None:
-        # Seven processes starting on two cores: the API server may accept and then answer slowly.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for proc in self.processes:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.args!r} exited with {proc.returncode}; see {self.airflow_env.home}"
-                    )
-            try:
-                if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=10).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"API server not healthy after {timeout} s; see {self.airflow_env.home}")
-
     def _wait_workers_ready(self, timeout: float = 120) -> None:
         # Both must be consuming before a run starts, or the first worker up takes every task.
         deadline = time.monotonic() + timeout

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import pytest
 
@@ -11,6 +13,7 @@ from devtools.airflow_local import AirflowEnv, DagRunResult
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 Run = tuple[DagRunResult, KiboEmulator]
+AIRFLOW_3_0 = version("apache-airflow-core").startswith("3.0.")
 
 
 def emulator() -> KiboEmulator:
@@ -22,7 +25,9 @@ def emulator() -> KiboEmulator:
 @pytest.fixture(scope="module")
 def stop_run(airflow_env: AirflowEnv) -> Iterator[Run]:
     with emulator() as emu:
-        yield airflow_env.run_dag("kibo_bulk_stop", connections={"kibo_default": kibo_connection(emu)}), emu
+        result = airflow_env.run_dag("kibo_bulk_stop", connections={"kibo_default": kibo_connection(emu)})
+        time.sleep(2)  # anything still running would reach the emulator meanwhile
+        yield result, emu
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,13 @@ def fail_fast_run(airflow_env: AirflowEnv) -> Iterator[Run]:
 def test_a_timed_out_bulk_run_sends_nothing_after_it_ended(stop_run: Run) -> None:
     result, emu = stop_run
     assert result.state("bulk") == "failed"
-    assert result.state("outlive") == "success"  # it ran 4 s after the bulk task ended
+    if AIRFLOW_3_0:
+        # Airflow 3.0's `dags test` lets the task's AirflowTaskTimeout end the whole command once the task
+        # is marked failed, so the downstream task never runs there; the task runner of a real deployment
+        # does not. The check below still holds: nothing arrived after the task ended.
+        assert result.state("outlive") is None
+    else:
+        assert result.state("outlive") == "success"  # it ran 4 s after the bulk task ended
     ended = result.ended_at[("bulk", -1)]
     cancels = emu.requests_to("cancel")
     assert cancels, "the run sent nothing before its timeout"
@@ -92,6 +103,11 @@ def test_operator_settings_are_checked_in_execute(fail_fast_run: Run) -> None:
 def test_an_unpublished_reason_is_warned_about_once_per_run(fail_fast_run: Run) -> None:
     result, emu = fail_fast_run
     assert result.state("unpublished_reasons") == "success"
-    assert result.output.count("Kibo does not publish") == 1
+    warnings = {
+        line.split("WARNING", 1)[-1] for line in result.output.splitlines() if "Kibo does not publish" in line
+    }
+    # One warning (Airflow 3.0's `dags test` prints each task log line twice, hence the set).
+    assert len({w[w.index("40 orders") :] for w in warnings}) == 1, warnings
     assert "40 orders use a disposition_reason Kibo does not publish ('fraud_suspected': 40)" in result.output
+    assert "is not one Kibo publishes" not in result.output  # no per-order warning
     assert len([r for r in emu.requests_to("cancel") if r.body["orderId"] >= 1300]) == 40
