@@ -42,6 +42,7 @@ EXAMPLES = Path(__file__).parent.parent / "example_dags"
 # DAG files copied into the stack's dags folder.
 DAG_FILES = [
     EXAMPLES / "example_kibo_reconciliation.py",
+    EXAMPLES / "example_kibo_canceled_orders_consumer.py",
     Path(__file__).parent / "dags" / "kibo_deferral.py",
 ]
 # The examples read their orders from data/orders_to_cancel.csv beside the DAG file: the copy gets these.
@@ -192,6 +193,27 @@ def check_bulk(stack: DistributedStack, record: RunRecord) -> None:
     )
 
 
+CONSUMER = "example_kibo_canceled_orders_consumer"  # scheduled on the bulk reconciliation's asset
+
+
+def prepare_bulk(stack: DistributedStack) -> None:
+    reopen_orders(stack)
+    stack.airflow.wait_for_dag(CONSUMER)  # unpaused before the event, so the event starts a run
+    stack.airflow.api("PATCH", f"/api/v2/dags/{CONSUMER}", json={"is_paused": False})
+
+
+def check_bulk_and_consumer(stack: DistributedStack, record: RunRecord) -> None:
+    check_bulk(stack, record)
+    run_id = next_run(stack, CONSUMER, set())
+    consumer = watch(stack, CONSUMER, run_id)
+    assert consumer.state == "success"
+    assert consumer.run["run_type"] == "asset_triggered"
+    (task,) = consumer.tis("log_canceled_orders")
+    assert task["hostname"] in WORKER_HOSTNAMES
+    assert xcom(stack, consumer, "log_canceled_orders") == {"canceled": ORDERS, "already_canceled": []}
+    print(f"\nasset: the bulk run's event started {CONSUMER} on {task['hostname']}")
+
+
 DEFERRED_ORDER = 1900  # kibo_deferral_frees_the_slot cancels it deferrably (defer_threshold 5 s)
 
 
@@ -232,7 +254,7 @@ class Scenario:
 # was seen in while the run went on, e.g. "deferred"; hostname tells the worker) and the emulator state.
 SCENARIOS = [
     Scenario("example_kibo_reconciliation", check_mapped),
-    Scenario("example_kibo_bulk_reconciliation", check_bulk),
+    Scenario("example_kibo_bulk_reconciliation", check_bulk_and_consumer, prepare=prepare_bulk),
     Scenario("kibo_deferral_frees_the_slot", check_deferral, prepare=prepare_deferral),
 ]
 RECORDS: dict[str, RunRecord] = {}
