@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -61,6 +62,15 @@ _ERROR_CLASSES: dict[int, type[KiboApiError]] = {
     429: KiboRateLimitError,
 }
 _EXCERPT = 200
+# An OAuth answer without a usable expires_in (missing, not a number, zero or negative) is trusted for
+# this long: short enough that a token is not used much past a lifetime shorter than Kibo's usual
+# hour, long enough that a bulk run does not fetch one per request. A 401 still refreshes it early.
+FALLBACK_TOKEN_LIFETIME = 300.0
+# An absurd expires_in (years, infinity) is capped: a token is re-fetched at least once a day.
+MAX_TOKEN_LIFETIME = 86400.0
+# Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
+# functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
+_SESSION_LOCK = threading.Lock()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -137,6 +147,52 @@ class _Token:
     def fresh(self) -> bool:
         return time.monotonic() < self.refresh_at
 
+    def __repr__(self) -> str:
+        return f"_Token(value='***', refresh_at={self.refresh_at!r})"
+
+
+def _token_lifetime(value: Any) -> float | None:
+    """``expires_in`` in seconds, or None when it is missing, not a number, zero or negative."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if math.isnan(seconds) or seconds <= 0:
+        return None
+    return min(seconds, MAX_TOKEN_LIFETIME)
+
+
+def _shape(response: requests.Response, payload: Any) -> str:
+    """What an OAuth answer looked like, without a byte of its content."""
+    if isinstance(payload, dict):
+        return "a JSON object without a string access_token"
+    if payload is not None:
+        return f"JSON {type(payload).__name__}, not an object"
+    content_type = response.headers.get("Content-Type", "no Content-Type")
+    return f"not JSON: {content_type}, {len(response.content)} bytes"
+
+
+def _short_type(value: Any) -> str:
+    """expires_in as a log may show it: numbers as they are, anything else only by its kind."""
+    if value is None:
+        return "missing"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value!r}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a JSON {type(value).__name__}"
+
+
+def _mask_oauth_secrets(payload: Any) -> None:
+    """Register the tokens of an OAuth answer with the masker before anything can print them."""
+    if isinstance(payload, dict):
+        for key in ("access_token", "refresh_token"):
+            value = payload.get(key)
+            if isinstance(value, str) and value.strip():
+                mask_secret(value)
+
 
 class KiboHook(BaseHook):
     """
@@ -159,6 +215,8 @@ class KiboHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = HOOK_NAME
+
+    _session: requests.Session | None = None  # built once by the session property, under a lock
 
     def __init__(
         self,
@@ -205,11 +263,28 @@ class KiboHook(BaseHook):
         for secret in (settings.client_secret, settings.access_token):
             if secret:
                 mask_secret(secret)
+        if settings.insecure_urls:
+            self.log.warning(
+                "Connection %r sends the Shared Secret and bearer tokens over plain http to %s "
+                "(extra 'allow_insecure_http' is set): anyone on the network path can read them",
+                self.kibo_conn_id,
+                ", ".join(settings.insecure_urls),
+            )
         return settings
 
-    @cached_property
+    @property
     def session(self) -> requests.Session:
-        settings = self.settings
+        """The hook's one HTTP session, built by the first thread that asks; every other thread waits."""
+        session = self._session
+        if session is None:
+            settings = self.settings  # outside the lock: reading the connection may be slow
+            with _SESSION_LOCK:
+                session = self._session
+                if session is None:
+                    session = self._session = self._new_session(settings)
+        return session
+
+    def _new_session(self, settings: KiboConnectionSettings) -> requests.Session:
         session = requests.Session()
         # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection.
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self._pool_size, max_retries=0)
@@ -396,8 +471,16 @@ class KiboHook(BaseHook):
             order_id=None,
             max_attempts=max_attempts,
         )
+        try:
+            payload = response.json()
+        except (ValueError, RecursionError):
+            payload = None
+        _mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
         if response.status_code >= 400:
             error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
+            # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is.
+            message = payload.get("message") if isinstance(payload, dict) else None
+            error.replace_kibo_message(message if isinstance(message, str) else None)
             if response.status_code in (400, 401, 403):
                 raise KiboAuthenticationError(
                     "Kibo refused the Application Key / Shared Secret",
@@ -407,18 +490,23 @@ class KiboHook(BaseHook):
                     correlation_id=error.correlation_id,
                 )
             raise error
-        try:
-            payload = response.json()
-            value = payload["access_token"]
-            lifetime = float(payload.get("expires_in") or 3600)
-        except (ValueError, KeyError, TypeError):
+        value = payload.get("access_token") if isinstance(payload, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            # The body is never quoted: an answer we cannot read may still hold a live token.
             raise KiboResponseError(
-                f"Kibo's OAuth endpoint answered without an access_token: {_excerpt(response)!r}",
+                "Kibo's OAuth endpoint answered without a usable access_token "
+                f"({_shape(response, payload)}; the body is not shown as it may hold credentials)",
                 status=response.status_code,
-            ) from None
-        mask_secret(value)
-        if payload.get("refresh_token"):
-            mask_secret(payload["refresh_token"])
+                correlation_id=_correlation_id(response, payload),
+            )
+        lifetime = _token_lifetime(payload.get("expires_in"))
+        if lifetime is None:
+            self.log.warning(
+                "Kibo's OAuth answer has no usable expires_in (%s); using the token for %.0f s",
+                _short_type(payload.get("expires_in")),
+                FALLBACK_TOKEN_LIFETIME,
+            )
+            lifetime = FALLBACK_TOKEN_LIFETIME
         # Refresh ahead of expiry so a long bulk run never sends a token that dies in flight.
         return _Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
 
