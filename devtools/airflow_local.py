@@ -79,13 +79,8 @@ class AirflowEnv:
         *,
         conf: dict[str, Any] | None = None,
         connections: dict[str, dict[str, Any]] | None = None,
-        use_executor: bool = False,
     ) -> DagRunResult:
-        """`airflow dags test` one run, then read task states, tries and XComs from the database.
-
-        ``use_executor``: tasks run in worker processes of the configured executor, as in production,
-        and write their log files under ``logs/``; needs an API server (``AirflowStack``) for them.
-        """
+        """`airflow dags test` one run, then read task states, tries and XComs from the database."""
         env = {
             f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
             for conn_id, conn in (connections or {}).items()
@@ -93,8 +88,6 @@ class AirflowEnv:
         args = ["dags", "test", dag_id]
         if conf is not None:
             args += ["-c", json.dumps(conf)]
-        if use_executor:
-            args.append("--use-executor")
         proc = self.airflow(*args, env=env, check=False)
         if "could not be found in DagBag read from database" in proc.stdout + proc.stderr:
             # Airflow 3.0's `dags test` reads the DAG from the database: serialize the folder, try again.
