@@ -17,7 +17,8 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboConfigurationError,
     KiboResponseError,
 )
-from airflow_provider_kibo_cancel.hooks.kibo import FALLBACK_TOKEN_LIFETIME, KiboHook
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.hooks.oauth import FALLBACK_TOKEN_LIFETIME
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, KiboConnectionSettings
 from tests.support import APP_KEY, SHARED_SECRET, kibo_connection
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import threading
@@ -30,6 +29,13 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboServerError,
     KiboTransportError,
     KiboValidationError,
+)
+from airflow_provider_kibo_cancel.hooks.oauth import (
+    FALLBACK_TOKEN_LIFETIME,
+    answer_shape,
+    describe_expires_in,
+    mask_oauth_secrets,
+    token_lifetime,
 )
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
@@ -62,12 +68,6 @@ _ERROR_CLASSES: dict[int, type[KiboApiError]] = {
     429: KiboRateLimitError,
 }
 _EXCERPT = 200
-# An OAuth answer without a usable expires_in (missing, not a number, zero or negative) is trusted for
-# this long: short enough that a token is not used much past a lifetime shorter than Kibo's usual
-# hour, long enough that a bulk run does not fetch one per request. A 401 still refreshes it early.
-FALLBACK_TOKEN_LIFETIME = 300.0
-# An absurd expires_in (years, infinity) is capped: a token is re-fetched at least once a day.
-MAX_TOKEN_LIFETIME = 86400.0
 # Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
 # functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
 _SESSION_LOCK = threading.Lock()
@@ -149,49 +149,6 @@ class _Token:
 
     def __repr__(self) -> str:
         return f"_Token(value='***', refresh_at={self.refresh_at!r})"
-
-
-def _token_lifetime(value: Any) -> float | None:
-    """``expires_in`` in seconds, or None when it is missing, not a number, zero or negative."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    if math.isnan(seconds) or seconds <= 0:
-        return None
-    return min(seconds, MAX_TOKEN_LIFETIME)
-
-
-def _shape(response: requests.Response, payload: Any) -> str:
-    """What an OAuth answer looked like, without a byte of its content."""
-    if isinstance(payload, dict):
-        return "a JSON object without a string access_token"
-    if payload is not None:
-        return f"JSON {type(payload).__name__}, not an object"
-    content_type = response.headers.get("Content-Type", "no Content-Type")
-    return f"not JSON: {content_type}, {len(response.content)} bytes"
-
-
-def _short_type(value: Any) -> str:
-    """expires_in as a log may show it: numbers as they are, anything else only by its kind."""
-    if value is None:
-        return "missing"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value!r}"
-    if isinstance(value, str):
-        return f"a string of {len(value)} characters"
-    return f"a JSON {type(value).__name__}"
-
-
-def _mask_oauth_secrets(payload: Any) -> None:
-    """Register the tokens of an OAuth answer with the masker before anything can print them."""
-    if isinstance(payload, dict):
-        for key in ("access_token", "refresh_token"):
-            value = payload.get(key)
-            if isinstance(value, str) and value.strip():
-                mask_secret(value)
 
 
 class KiboHook(BaseHook):
@@ -475,7 +432,7 @@ class KiboHook(BaseHook):
             payload = response.json()
         except (ValueError, RecursionError):
             payload = None
-        _mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
+        mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
         if response.status_code >= 400:
             error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
             # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is.
@@ -495,15 +452,15 @@ class KiboHook(BaseHook):
             # The body is never quoted: an answer we cannot read may still hold a live token.
             raise KiboResponseError(
                 "Kibo's OAuth endpoint answered without a usable access_token "
-                f"({_shape(response, payload)}; the body is not shown as it may hold credentials)",
+                f"({answer_shape(response, payload)}; the body is not shown as it may hold credentials)",
                 status=response.status_code,
                 correlation_id=_correlation_id(response, payload),
             )
-        lifetime = _token_lifetime(payload.get("expires_in"))
+        lifetime = token_lifetime(payload.get("expires_in"))
         if lifetime is None:
             self.log.warning(
                 "Kibo's OAuth answer has no usable expires_in (%s); using the token for %.0f s",
-                _short_type(payload.get("expires_in")),
+                describe_expires_in(payload.get("expires_in")),
                 FALLBACK_TOKEN_LIFETIME,
             )
             lifetime = FALLBACK_TOKEN_LIFETIME
