@@ -54,6 +54,11 @@ class KiboError(Exception):
             details.append(f"correlation id {self.correlation_id}")
         return f"{self.message} ({'; '.join(details)})" if details else self.message
 
+    def replace_kibo_message(self, kibo_message: str | None) -> None:
+        """Swap what Kibo said (e.g. for a text that may not be shown) and render the message again."""
+        self.kibo_message = kibo_message
+        self.args = (self._render(),)
+
 
 class KiboValidationError(KiboError, ValueError):
     """Input to a cancel failed the contract's rules; nothing was sent."""

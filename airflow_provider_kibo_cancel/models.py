@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -15,6 +17,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError, KiboValidationError
+from airflow_provider_kibo_cancel.safety import (
+    is_loopback,
+    nesting_exceeds,
+    text_problems,
+    utf16_length,
+    without_userinfo,
+)
 
 # Kibo's page lists these and says "etc.": other well-formed values must stay possible.
 PUBLISHED_REASONS = frozenset({"customer_changed_mind", "created_by_mistake", "other"})
@@ -25,6 +34,10 @@ _REASON_MAX_LENGTH = 100
 _DIGITS = re.compile(r"^[0-9]+$")
 # orderId is an integer with minimum 1; the upper bound keeps it a 64-bit integer on the wire.
 _MAX_ORDER_ID = 2**63 - 1
+_MAX_ORDER_ID_DIGITS = len(str(_MAX_ORDER_ID))
+# A bulk input is a list of ids or of flat dicts; anything nested deeper is not one, and very deep
+# nesting would end in a RecursionError in the parser, in repr() or in Airflow's XCom serializer.
+_MAX_ORDERS_NESTING = 3
 
 CANCEL_PATH = "/api/v2/order/action/cancel"
 ORDER_PATH = "/api/v2/order/{order_id}"
@@ -34,7 +47,15 @@ CANCELED_STATUS = "CANCELED"
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        value = value[: limit + 1]  # repr() of the head only: an echoed value may be megabytes long
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # repr() of an int past 4300 digits raises; the size is what matters anyway.
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # nested too deeply to print, or a hostile __repr__
+        return f"a {type(value).__name__} too large to show"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -42,15 +63,20 @@ def parse_order_id(value: Any) -> int:
     """An integer >= 1, or a string of digits (what Jinja renders); raise ValueError naming the value."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"order_id must be an integer >= 1 or a string of digits, got {_short(value)}")
+    too_large = f"order_id must be a 64-bit integer (at most {_MAX_ORDER_ID}), got "
     if isinstance(value, str):
-        if not _DIGITS.match(value.strip()):
+        text = value.strip()
+        if not _DIGITS.match(text):
             raise ValueError(f"order_id must be an integer >= 1 or a string of digits, got {_short(value)}")
-        value = int(value.strip())
+        # Checked before int(): Python refuses to convert more than 4300 digits with its own message.
+        if len(text.lstrip("0")) > _MAX_ORDER_ID_DIGITS:
+            raise ValueError(f"{too_large}{len(text)} digits: {_short(value)}")
+        value = int(text)
     number: int = value
     if number < 1:
-        raise ValueError(f"order_id must be >= 1, got {value}")
+        raise ValueError(f"order_id must be >= 1, got {_short(number)}")
     if number > _MAX_ORDER_ID:
-        raise ValueError(f"order_id must be a 64-bit integer, got {value}")
+        raise ValueError(f"{too_large}{_short(number)}")
     return number
 
 
@@ -66,10 +92,12 @@ def _pairing_problems(reason: str | None, other: str | None) -> list[str]:
                 "disposition_other_reason is required when disposition_reason is 'other' "
                 f"(1..{OTHER_REASON_MAX_LENGTH} characters)"
             ]
-        if len(other) > OTHER_REASON_MAX_LENGTH:
+        # Kibo runs on .NET, whose strings count UTF-16 code units: an emoji is 2 of the 255.
+        if utf16_length(other) > OTHER_REASON_MAX_LENGTH:
             return [
                 f"disposition_other_reason must be at most {OTHER_REASON_MAX_LENGTH} characters "
-                f"after trimming, got {len(other)}"
+                f"after trimming, got {utf16_length(other)} (counted as Kibo counts them, in UTF-16 "
+                "code units: a character beyond U+FFFF, such as an emoji, counts 2)"
             ]
     elif reason and other:
         return [
@@ -141,6 +169,8 @@ class CancelOrderRequest(BaseModel):
             return None
         if not isinstance(value, str):
             raise ValueError(f"disposition_other_reason must be a string, got {_short(value)}")
+        if problems := text_problems(value, "disposition_other_reason"):
+            raise ValueError("; ".join(problems))
         # Blank counts as "not given": a template like "{{ params.note }}" renders "" when unused.
         return value.strip() or None
 
@@ -170,8 +200,21 @@ class CancelResult:
     already_canceled: bool
 
 
+INSECURE_HTTP_EXTRA = "allow_insecure_http"
+
+
+def _no_credentials(value: str, field: str) -> None:
+    # Any '@': a password may hold characters a URL parser splits on, so none is trusted to find it.
+    if "@" in value:
+        raise ValueError(
+            f"{field} must not contain credentials (user:password@); put the Application Key and "
+            f"Shared Secret in login and password, got {_short(without_userinfo(value.strip()))}"
+        )
+
+
 def _origin(value: str, field: str) -> str:
     """Accept only a plain http(s) origin (scheme, host, optional port) and return it without a slash."""
+    _no_credentials(value, field)
     parts = urlsplit(value.strip())
     try:
         port_ok = parts.port is None or 0 < parts.port < 65536
@@ -192,16 +235,56 @@ def _origin(value: str, field: str) -> str:
 
 
 def _url(value: str, field: str) -> str:
+    _no_credentials(value, field)
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
         raise ValueError(f"{field} must be an http(s) URL without credentials, got {_short(value)}")
     return value.strip()
 
 
+def _plain_http_refused(url: str, field: str) -> str | None:
+    """Why ``url`` may not be used without the unsafe opt-in, or None when it is https or loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+        return None
+    return (
+        f"{field} {url!r} uses plain http to a host that is not this machine: the Shared Secret and "
+        f"every bearer token would cross the network unencrypted. Use https, or set extra "
+        f"'{INSECURE_HTTP_EXTRA}': true if you accept that risk on a network you trust (unsafe)"
+    )
+
+
+def _plain_http_check(base_url: str | None, auth_url: str | None, opt_in: Any) -> tuple[bool, list[str]]:
+    """The unsafe opt-in's value, and the problems with plain-http URLs when it is not given."""
+    field = f"extra '{INSECURE_HTTP_EXTRA}'"
+    try:
+        allowed = opt_in is not None and opt_in != "" and _flag(opt_in, field)
+    except ValueError as exc:
+        return False, [str(exc)]
+    if allowed:
+        return True, []
+    urls = ((base_url, "host (base URL override)"), (auth_url, "extra 'auth_url'"))
+    return False, [refused for url, name in urls if url and (refused := _plain_http_refused(url, name))]
+
+
+def _flag(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{field} must be true or false, got {_short(value)}")
+
+
 def _digits(value: Any, field: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        raise ValueError(f"{field} must be digits only and at most 64 bits, got {_short(value)}")
     if isinstance(value, bool) or not isinstance(value, int | str) or not _DIGITS.match(str(value).strip()):
         raise ValueError(f"{field} must be digits only, got {_short(value)}")
     return str(value).strip()
+
+
+# Never shown by repr() or str(): tracebacks, debuggers and error trackers print those.
+_SECRET_FIELDS = frozenset({"client_secret", "access_token"})
 
 
 class KiboConnectionSettings(BaseModel):
@@ -222,6 +305,17 @@ class KiboConnectionSettings(BaseModel):
     max_attempts: int = 5
     backoff_base: float = 1.0
     max_retry_wait: float = 120.0
+    allow_insecure_http: bool = False
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name in _SECRET_FIELDS and value else value)
+
+    @property
+    def insecure_urls(self) -> list[str]:
+        """The URLs that send credentials in clear text (allowed only by the unsafe opt-in)."""
+        urls = dict.fromkeys((self.base_url, self.auth_url))
+        return [url for url in urls if _plain_http_refused(url, "") is not None]
 
     @classmethod
     def from_connection(
@@ -268,19 +362,7 @@ class KiboConnectionSettings(BaseModel):
         if not blank(extra.get("site_id")):
             values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
 
-        if not blank(host):
-            assert host is not None
-            values["base_url"] = check("host", lambda: _origin(host, "host (base URL override)"))
-        elif values.get("tenant_id") and values.get("environment"):
-            sandbox = ".sandbox" if values["environment"] == "sandbox" else ""
-            values["base_url"] = f"https://{values['tenant_id']}-translation{sandbox}.mozu.com"
-
-        if not blank(extra.get("auth_url")):
-            values["auth_url"] = check("auth_url", lambda: _url(extra["auth_url"], "extra 'auth_url'"))
-        elif not blank(host) and values.get("base_url"):
-            values["auth_url"] = values["base_url"] + OAUTH_PATH
-        else:
-            values["auth_url"] = DEFAULT_AUTH_URL
+        problems += _resolve_urls(values, host if not blank(host) else None, extra)
 
         login_given, password_given = not blank(login), not blank(password)
         token_given = not blank(extra.get("access_token"))
@@ -310,7 +392,12 @@ class KiboConnectionSettings(BaseModel):
 
         if problems:
             raise KiboConfigurationError(f"Kibo connection {conn_id!r} is not usable: " + "; ".join(problems))
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # pydantic's text would quote the values, the secret among them
+            raise KiboConfigurationError(
+                f"Kibo connection {conn_id!r} is not usable: invalid {_fields(exc)}"
+            ) from None
 
     def headers(self) -> dict[str, str]:
         """Headers every API call carries, without Authorization (added per request, never logged)."""
@@ -318,6 +405,43 @@ class KiboConnectionSettings(BaseModel):
         if self.site_id:
             headers["x-vol-site"] = self.site_id
         return headers
+
+
+def _fields(exc: ValidationError) -> str:
+    return ", ".join(sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]}))
+
+
+def _resolve_urls(values: dict[str, Any], host: str | None, extra: dict[str, Any]) -> list[str]:
+    """Set base_url, auth_url and allow_insecure_http in ``values``; return the problems found."""
+    problems: list[str] = []
+
+    def check(fn: Any) -> Any:
+        try:
+            return fn()
+        except ValueError as exc:
+            problems.append(str(exc))
+            return None
+
+    if host is not None:
+        values["base_url"] = check(lambda: _origin(host, "host (base URL override)"))
+    elif values.get("tenant_id") and values.get("environment"):
+        sandbox = ".sandbox" if values["environment"] == "sandbox" else ""
+        values["base_url"] = f"https://{values['tenant_id']}-translation{sandbox}.mozu.com"
+
+    auth_url = extra.get("auth_url")
+    explicit = auth_url is not None and not (isinstance(auth_url, str) and not auth_url.strip())
+    if explicit:
+        values["auth_url"] = check(lambda: _url(str(auth_url), "extra 'auth_url'"))
+    elif host is not None and values.get("base_url"):
+        values["auth_url"] = values["base_url"] + OAUTH_PATH
+    else:
+        values["auth_url"] = DEFAULT_AUTH_URL
+
+    # A derived OAuth URL shares the host's origin: checked once, as the host.
+    values["allow_insecure_http"], refused = _plain_http_check(
+        values.get("base_url"), values["auth_url"] if explicit else None, extra.get(INSECURE_HTTP_EXTRA)
+    )
+    return problems + refused
 
 
 # Bounds keep a typo (timeout 3000, max_attempts 100) from turning into an hour-long hang.
@@ -364,8 +488,8 @@ def _json_safe(value: Any) -> Any:
     """An input echoed back in the summary (XCom is JSON): kept as is when it can be, else its repr."""
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+    except (TypeError, ValueError, RecursionError):
+        return _short(value, limit=200)
     return value
 
 
@@ -375,12 +499,21 @@ def _list_from_text(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         pass
+    except RecursionError:
+        raise KiboValidationError([_too_deep()]) from None
     try:
         return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise KiboValidationError(
             [f"orders must be a list of order ids or dicts, got {_short(text)}"]
         ) from None
+
+
+def _too_deep() -> str:
+    return (
+        f"orders is nested more than {_MAX_ORDERS_NESTING} levels deep; expected a list of order ids "
+        "or of dicts with order_id, disposition_reason and disposition_other_reason"
+    )
 
 
 def plan_bulk_cancel(
@@ -396,6 +529,8 @@ def plan_bulk_cancel(
         orders = _list_from_text(orders)
     if orders is None or isinstance(orders, dict | bytes | int) or not hasattr(orders, "__iter__"):
         raise KiboValidationError([f"orders must be a list of order ids or dicts, got {_short(orders)}"])
+    if nesting_exceeds(orders, _MAX_ORDERS_NESTING):
+        raise KiboValidationError([_too_deep()])
 
     requests: list[CancelOrderRequest] = []
     invalid: list[dict[str, Any]] = []

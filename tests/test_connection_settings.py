@@ -91,7 +91,13 @@ def test_access_token_used_when_login_and_password_are_empty() -> None:
             ["host (base URL override) must be a plain http(s)://host[:port] origin, got '127.0.0.1:8080'"],
         ),
         ("http://h/api", "k", "s", {"tenant_id": "1", "environment": "sandbox"}, ["got 'http://h/api'"]),
-        ("https://u:p@h", "k", "s", {"tenant_id": "1", "environment": "sandbox"}, ["plain http(s)://"]),
+        (
+            "https://u:p@h",
+            "k",
+            "s",
+            {"tenant_id": "1", "environment": "sandbox"},
+            ["must not contain credentials"],
+        ),
         ("ftp://h", "k", "s", {"tenant_id": "1", "environment": "sandbox"}, ["got 'ftp://h'"]),
         ("http://h:99999", "k", "s", {"tenant_id": "1", "environment": "sandbox"}, ["got 'http://h:99999'"]),
         (

@@ -33,7 +33,7 @@ def test_cancel_sends_exactly_the_specified_request(kibo_conn: KiboEmulator) -> 
     assert (oauth.method, oauth.path) == ("POST", "/api/platform/applications/authtickets/oauth")
     assert oauth.body == {
         "client_id": APP_KEY,
-        "client_secret": SHARED_SECRET,
+        "client_secret": kibo_conn.redacted(SHARED_SECRET),  # the record never holds the secret
         "grant_type": "client_credentials",
     }
     assert (cancel.method, cancel.path) == ("POST", "/api/v2/order/action/cancel")
@@ -130,7 +130,7 @@ def test_pre_issued_access_token(emulator: KiboEmulator, monkeypatch: pytest.Mon
     use_connection(monkeypatch, emulator, login="", password="", access_token=token)
     KiboHook().cancel_order(1011, "created_by_mistake")
     assert len(emulator.requests_to("oauth")) == 1  # only the test's own
-    assert emulator.requests_to("cancel")[0].headers["authorization"] == f"Bearer {token}"
+    assert emulator.requests_to("cancel")[0].headers["authorization"] == f"Bearer {emulator.redacted(token)}"
 
 
 def test_unknown_tenant_is_forbidden(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

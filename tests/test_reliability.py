@@ -218,9 +218,9 @@ def test_secrets_and_tokens_are_registered_with_the_masker(
 
     hook = hook_for(emulator, monkeypatch)
     hook.cancel_order(1051, "created_by_mistake")
-    token = emulator.requests_to("cancel")[0].headers["authorization"].removeprefix("Bearer ")
-    redacted = redact(f"secret={SHARED_SECRET} token={token}")
-    assert SHARED_SECRET not in redacted and token not in redacted
+    token, refresh_token = emulator.issued_tokens()
+    redacted = redact(f"secret={SHARED_SECRET} token={token} refresh={refresh_token}")
+    assert SHARED_SECRET not in redacted and token not in redacted and refresh_token not in redacted
 
 
 def test_requests_per_second_caps_the_rate(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

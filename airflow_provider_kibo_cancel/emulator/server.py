@@ -18,12 +18,19 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from airflow_provider_kibo_cancel.emulator.record import (
+    RECORD_LIMIT,
+    RecordedRequest,
+    Redactor,
+    warn_if_exposed,
+)
 from airflow_provider_kibo_cancel.models import CANCEL_PATH, OAUTH_PATH
 
 Endpoint = Literal["oauth", "cancel", "get_order"]
@@ -38,6 +45,8 @@ FaultKind = Literal[
     "truncated_after_apply",
     "undecodable_after_apply",
     "wrong_order",
+    "token_fields",
+    "truncated",
 ]
 
 # Kibo's list is longer than it publishes; the emulator knows a few unpublished reasons too.
@@ -56,19 +65,6 @@ _CONTROL_PREFIX = "/_emulator/"
 
 
 @dataclass
-class RecordedRequest:
-    """One request as the emulator received it."""
-
-    endpoint: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    received_at: float
-    client_port: int  # the same port on two requests: the client reused its connection
-
-
-@dataclass
 class Fault:
     """A misbehaviour for the next ``times`` requests to ``endpoint`` (None: every endpoint).
 
@@ -82,18 +78,29 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     order_id: int | None = None
+    # token_fields: keys of the OAuth answer replaced (None removes one); the token is still issued.
+    fields: dict[str, Any] | None = None
+    # truncated: the answer (a token issued, a cancel applied) is cut to this many bytes.
+    size: int = 20
 
 
 @dataclass
 class _State:
+    max_recorded: int = RECORD_LIMIT
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (monotonic)
     faults: list[Fault] = field(default_factory=list)
-    requests: list[RecordedRequest] = field(default_factory=list)
     cancels_applied: dict[int, int] = field(default_factory=dict)
     # Cancel requests being handled now and the most at once: what a pool or max_concurrency allows.
     cancels_in_flight: int = 0
     max_cancels_in_flight: int = 0
+    # Bounded: the most recent requests and issued tokens only.
+    requests: deque[RecordedRequest] = field(init=False)
+    issued: deque[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requests = deque(maxlen=self.max_recorded)
+        self.issued = deque(maxlen=self.max_recorded)
 
 
 def make_order(order_id: int, status: str = "OPEN") -> dict[str, Any]:
@@ -136,7 +143,8 @@ class KiboEmulator:
     In-memory Kibo: tenants, OAuth clients, orders (open, canceled already, completed, or unknown).
 
     Use it as a context manager or with ``start()``/``stop()``; ``url`` is the base URL for the
-    connection's host override. ``inject()`` schedules faults; ``requests`` records what arrived.
+    connection's host override. ``inject()`` schedules faults; ``requests`` records what arrived: the
+    most recent ``max_recorded`` requests (default ``RECORD_LIMIT``, 10,000), secrets redacted.
     """
 
     def __init__(
@@ -146,13 +154,16 @@ class KiboEmulator:
         clients: dict[str, str] | None = None,
         token_ttl: float = 3600.0,
         latency: float = 0.0,
+        max_recorded: int = RECORD_LIMIT,
     ) -> None:
         self.tenants = set(tenants)
         self.clients = dict(clients or {"demo-app-key": "demo-shared-secret"})
         self.token_ttl = token_ttl
         self.latency = latency
+        self.max_recorded = max_recorded
+        self._redactor = Redactor()
         self._lock = threading.Lock()
-        self._state = _State()
+        self._state = _State(max_recorded)
         self._server: ThreadingHTTPServer | None = None
         self._scheme = "http"
         self._thread: threading.Thread | None = None
@@ -186,9 +197,12 @@ class KiboEmulator:
         retry_after: str | None = None,
         delay: float = 0.0,
         order_id: int | None = None,
+        fields: dict[str, Any] | None = None,
+        size: int = 20,
     ) -> None:
+        fault = Fault(kind, endpoint, times, status, retry_after, delay, order_id, fields, size)
         with self._lock:
-            self._state.faults.append(Fault(kind, endpoint, times, status, retry_after, delay, order_id))
+            self._state.faults.append(fault)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -206,9 +220,19 @@ class KiboEmulator:
     def requests_to(self, endpoint: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.endpoint == endpoint]
 
+    def redacted(self, secret: str) -> str:
+        """How ``secret`` appears in the record: compare it with a recorded header or body field."""
+        return self._redactor.fingerprint(secret)
+
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued (the most recent ones), for tests that search logs
+        for them. In-process only: never part of the record or of ``/_emulator/state``."""
+        with self._lock:
+            return list(self._state.issued)
+
     def reset(self) -> None:
         with self._lock:
-            self._state = _State()
+            self._state = _State(self.max_recorded)
 
     def snapshot(self) -> dict[str, Any]:
         """State as JSON, for the control endpoint and for tests in other processes."""
@@ -250,6 +274,7 @@ class KiboEmulator:
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def _bind(self, host: str, port: int) -> ThreadingHTTPServer:
+        warn_if_exposed(host)
         handler = type("BoundHandler", (_Handler,), {"emulator": self})
         server = ThreadingHTTPServer((host, port), handler)
         server.daemon_threads = True
@@ -315,6 +340,8 @@ class KiboEmulator:
         return None
 
     def _record(self, request: RecordedRequest) -> None:
+        request.headers = self._redactor.headers(request.headers)
+        request.body = self._redactor.body(request.endpoint, request.body)
         with self._lock:
             self._state.requests.append(request)
 
@@ -324,14 +351,19 @@ class KiboEmulator:
         client_id, secret = body.get("client_id"), body.get("client_secret")
         if not isinstance(client_id, str) or self.clients.get(client_id) != secret:
             return 401, _error("Invalid application key or shared secret", "UNAUTHORIZED")
-        token = secrets.token_urlsafe(24)
+        token, refresh_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        now = time.monotonic()
         with self._lock:
-            self._state.tokens[token] = time.monotonic() + self.token_ttl
+            tokens = self._state.tokens
+            for expired in [t for t, expiry in tokens.items() if expiry <= now]:
+                del tokens[expired]  # bounded: a long benchmark does not keep every token it issued
+            tokens[token] = now + self.token_ttl
+            self._state.issued.extend((token, refresh_token))
         return 200, {
             "access_token": token,
             "token_type": "bearer",
             "expires_in": int(self.token_ttl) if self.token_ttl >= 1 else self.token_ttl,
-            "refresh_token": secrets.token_urlsafe(24),
+            "refresh_token": refresh_token,
         }
 
     def _authorize(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
@@ -499,34 +531,18 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint == "cancel" and isinstance(body, dict) and isinstance(body.get("orderId"), int):
             order_id = body["orderId"]
         fault = emulator._take_fault(endpoint, order_id)
-        if fault is not None:
-            if fault.kind == "latency":
-                time.sleep(fault.delay)
-            elif fault.kind == "status":
-                self._reply_fault_status(fault)
-                return
-            elif fault.kind == "drop":
-                self._drop()
-                return
-            elif fault.kind == "redirect":
-                # What a misconfigured proxy or an http->https hop does; ``status`` picks 301/302/307/308.
-                status = fault.status if 300 <= fault.status < 400 else 307
-                self._reply(status, None, raw=b"", extra_headers={"Location": "https://elsewhere.invalid/x"})
-                return
-            elif fault.kind == "html":
-                self._reply(
-                    fault.status if fault.status < 500 else 200,
-                    None,
-                    raw=b"<html><body><h1>Maintenance</h1></body></html>",
-                    content_type="text/html",
-                )
-                return
+        if fault is not None and self._reply_fault_before(fault):
+            return
 
         if endpoint == "oauth":
             if headers.get("content-type", "").split(";")[0] != "application/json":
                 self._reply(400, _error("Content-Type must be application/json", "GENERIC_BAD_REQUEST"))
                 return
-            self._reply(*emulator._issue_token(body))
+            status, payload = emulator._issue_token(body)
+            if fault is not None and fault.kind == "token_fields" and status == 200:
+                payload = {**payload, **(fault.fields or {})}
+                payload = {key: value for key, value in payload.items() if value is not None}
+            self._reply_or_truncate(fault, status, payload)
             return
         denied = emulator._authorize(headers)
         if denied:
@@ -541,6 +557,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, _error("Content-Type must be application/json", "GENERIC_BAD_REQUEST"))
             return
         status, payload = emulator._cancel(body)
+        self._reply_after_apply(fault, status, payload)
+
+    def _reply_fault_before(self, fault: Fault) -> bool:
+        """Faults that strike before the request is handled; True when this one replied already."""
+        if fault.kind == "latency":
+            time.sleep(fault.delay)
+        elif fault.kind == "status":
+            self._reply_fault_status(fault)
+            return True
+        elif fault.kind == "drop":
+            self._drop()
+            return True
+        elif fault.kind == "redirect":
+            # What a misconfigured proxy or an http->https hop does; ``status`` picks 301/302/307/308.
+            status = fault.status if 300 <= fault.status < 400 else 307
+            self._reply(status, None, raw=b"", extra_headers={"Location": "https://elsewhere.invalid/x"})
+            return True
+        elif fault.kind == "html":
+            self._reply(
+                fault.status if fault.status < 500 else 200,
+                None,
+                raw=b"<html><body><h1>Maintenance</h1></body></html>",
+                content_type="text/html",
+            )
+            return True
+        return False
+
+    def _reply_after_apply(self, fault: Fault | None, status: int, payload: dict[str, Any]) -> None:
+        """The cancel's answer, spoiled by a fault that strikes after the cancel was applied."""
         if fault is not None and status == 200:
             if fault.kind == "slow_after_apply":
                 time.sleep(fault.delay)  # the cancel is applied; the client gives up waiting
@@ -555,7 +600,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             elif fault.kind == "wrong_order":
                 payload = {**payload, "orderID": payload["orderID"] + 1}
-        self._reply(status, payload)
+        self._reply_or_truncate(fault, status, payload)
+
+    def _reply_or_truncate(self, fault: Fault | None, status: int, payload: dict[str, Any]) -> None:
+        if fault is not None and fault.kind == "truncated" and status == 200:
+            self._reply(status, None, raw=json.dumps(payload).encode()[: fault.size])
+        else:
+            self._reply(status, payload)
 
     @staticmethod
     def _route(path: str) -> tuple[str, int | None]:

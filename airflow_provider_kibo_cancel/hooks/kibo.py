@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -37,6 +36,13 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
     KiboValidationError,
 )
+from airflow_provider_kibo_cancel.hooks.oauth import (
+    FALLBACK_TOKEN_LIFETIME,
+    answer_shape,
+    describe_expires_in,
+    mask_oauth_secrets,
+    token_lifetime,
+)
 from airflow_provider_kibo_cancel.hooks.policy import (
     MIN_RETRY_WAIT,
     RETRYABLE_STATUSES,
@@ -63,6 +69,7 @@ from airflow_provider_kibo_cancel.provider_info import (
     HOOK_NAME,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_kibo_cancel.safety import without_userinfo
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -79,6 +86,9 @@ _ERROR_CLASSES: dict[int, type[KiboApiError]] = {
 _EXCERPT = 200
 #: Keys of a JSON error body in Kibo's shape (how test_connection tells Kibo from another server's 404).
 _KIBO_ERROR_KEYS = frozenset({"message", "errorCode", "applicationName", "correlationId", "items"})
+# Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
+# functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
+_SESSION_LOCK = threading.Lock()
 
 
 def _correlation_id(response: requests.Response, body: Any) -> str | None:
@@ -99,16 +109,6 @@ def _prepared_template(
     return requests.Request(method, url, headers=dict(headers)).prepare()
 
 
-def _without_userinfo(url: str) -> str:
-    """A URL fit for a message: any ``user:password@`` dropped."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _excerpt(response: requests.Response) -> str:
     text = " ".join(response.text[:_EXCERPT].split())
     return text + ("..." if len(response.text) > _EXCERPT else "")
@@ -123,6 +123,9 @@ class _Token:
 
     def fresh(self) -> bool:
         return time.monotonic() < self.refresh_at
+
+    def __repr__(self) -> str:
+        return f"_Token(value='***', refresh_at={self.refresh_at!r})"
 
 
 class KiboHook(BaseHook):
@@ -152,6 +155,8 @@ class KiboHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = HOOK_NAME
+
+    _session: requests.Session | None = None  # built once by the session property, under a lock
 
     def __init__(
         self,
@@ -211,11 +216,28 @@ class KiboHook(BaseHook):
         for secret in (settings.client_secret, settings.access_token):
             if secret:
                 mask_secret(secret)
+        if settings.insecure_urls:
+            self.log.warning(
+                "Connection %r sends the Shared Secret and bearer tokens over plain http to %s "
+                "(extra 'allow_insecure_http' is set): anyone on the network path can read them",
+                self.kibo_conn_id,
+                ", ".join(settings.insecure_urls),
+            )
         return settings
 
-    @cached_property
+    @property
     def session(self) -> requests.Session:
-        settings = self.settings
+        """The hook's one HTTP session, built by the first thread that asks; every other thread waits."""
+        session = self._session
+        if session is None:
+            settings = self.settings  # outside the lock: reading the connection may be slow
+            with _SESSION_LOCK:
+                session = self._session
+                if session is None:
+                    session = self._session = self._new_session(settings)
+        return session
+
+    def _new_session(self, settings: KiboConnectionSettings) -> requests.Session:
         session = requests.Session()
         # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection.
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self._pool_size, max_retries=0)
@@ -483,8 +505,16 @@ class KiboHook(BaseHook):
             order_id=None,
             max_attempts=max_attempts,
         )
+        try:
+            payload = response.json()
+        except (ValueError, RecursionError):
+            payload = None
+        mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
         if response.status_code >= 300:
             error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
+            # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is.
+            message = payload.get("message") if isinstance(payload, dict) else None
+            error.replace_kibo_message(message if isinstance(message, str) else None)
             if response.status_code in (400, 401, 403):
                 raise KiboAuthenticationError(
                     "Kibo refused the Application Key / Shared Secret",
@@ -494,18 +524,23 @@ class KiboHook(BaseHook):
                     correlation_id=error.correlation_id,
                 )
             raise error
-        try:
-            payload = response.json()
-            value = payload["access_token"]
-            lifetime = float(payload.get("expires_in") or 3600)
-        except (ValueError, KeyError, TypeError):
+        value = payload.get("access_token") if isinstance(payload, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            # The body is never quoted: an answer we cannot read may still hold a live token.
             raise KiboResponseError(
-                f"Kibo's OAuth endpoint answered without an access_token: {_excerpt(response)!r}",
+                "Kibo's OAuth endpoint answered without a usable access_token "
+                f"({answer_shape(response, payload)}; the body is not shown as it may hold credentials)",
                 status=response.status_code,
-            ) from None
-        mask_secret(value)
-        if payload.get("refresh_token"):
-            mask_secret(payload["refresh_token"])
+                correlation_id=_correlation_id(response, payload),
+            )
+        lifetime = token_lifetime(payload.get("expires_in"))
+        if lifetime is None:
+            self.log.warning(
+                "Kibo's OAuth answer has no usable expires_in (%s); using the token for %.0f s",
+                describe_expires_in(payload.get("expires_in")),
+                FALLBACK_TOKEN_LIFETIME,
+            )
+            lifetime = FALLBACK_TOKEN_LIFETIME
         # Refresh ahead of expiry so a long bulk run never sends a token that dies in flight.
         return _Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
 
@@ -747,7 +782,7 @@ class KiboHook(BaseHook):
             wait = retry_after_seconds(retry_after)
         elif 300 <= status < 400:
             cls = KiboRedirectError
-            location = _without_userinfo(response.headers.get("Location") or "(no Location header)")
+            location = without_userinfo(response.headers.get("Location") or "(no Location header)")
             message += (
                 f": redirected to {location}, and redirects are never followed (a redirected request "
                 "could carry the shared secret or the cancel elsewhere); set the connection's host or "
