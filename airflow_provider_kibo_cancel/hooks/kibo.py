@@ -17,20 +17,13 @@ from requests.utils import get_environ_proxies
 from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
-    KiboApiError,
     KiboAuthenticationError,
-    KiboBadRequestError,
     KiboCircuitOpenError,
     KiboConfigurationError,
     KiboConflictError,
     KiboError,
-    KiboForbiddenError,
-    KiboNotFoundError,
-    KiboRateLimitError,
     KiboRateLimitWaitError,
-    KiboRedirectError,
     KiboResponseError,
-    KiboServerError,
     KiboStoppedError,
     KiboTLSError,
     KiboTransportError,
@@ -53,6 +46,13 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     classify,
     retry_after_seconds,
 )
+from airflow_provider_kibo_cancel.hooks.responses import (
+    KIBO_ERROR_KEYS,
+    correlation_id,
+    error_from,
+    excerpt,
+    order_from,
+)
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
     CANCELED_STATUS,
@@ -63,39 +63,17 @@ from airflow_provider_kibo_cancel.models import (
     parse_order_id,
 )
 from airflow_provider_kibo_cancel.provider_info import (
-    CONN_FIELDS,
     CONN_TYPE,
     DEFAULT_CONN_ID,
     HOOK_NAME,
-    UI_FIELD_BEHAVIOUR,
 )
-from airflow_provider_kibo_cancel.safety import without_userinfo
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-_ERROR_CLASSES: dict[int, type[KiboApiError]] = {
-    400: KiboBadRequestError,
-    401: KiboAuthenticationError,
-    403: KiboForbiddenError,
-    404: KiboNotFoundError,
-    405: KiboBadRequestError,
-    409: KiboConflictError,
-    429: KiboRateLimitError,
-}
-_EXCERPT = 200
-#: Keys of a JSON error body in Kibo's shape (how test_connection tells Kibo from another server's 404).
-_KIBO_ERROR_KEYS = frozenset({"message", "errorCode", "applicationName", "correlationId", "items"})
 # Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
 # functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
 _SESSION_LOCK = threading.Lock()
-
-
-def _correlation_id(response: requests.Response, body: Any) -> str | None:
-    header = response.headers.get("x-vol-correlation")
-    if header:
-        return header
-    return body.get("correlationId") if isinstance(body, dict) else None
 
 
 @lru_cache(maxsize=256)
@@ -107,11 +85,6 @@ def _prepared_template(
     and settings every time: about 0.15 ms, a tenth of a request's CPU in a bulk run.
     """
     return requests.Request(method, url, headers=dict(headers)).prepare()
-
-
-def _excerpt(response: requests.Response) -> str:
-    text = " ".join(response.text[:_EXCERPT].split())
-    return text + ("..." if len(response.text) > _EXCERPT else "")
 
 
 class _Token:
@@ -294,7 +267,7 @@ class KiboHook(BaseHook):
                 # After an attempt that may have landed, the cancel was most likely ours.
                 return CancelResult(order, already_canceled=not exc.may_have_applied)
             raise
-        return CancelResult(self._order_from(response, request.order_id), already_canceled=False)
+        return CancelResult(order_from(response, request.order_id), already_canceled=False)
 
     def authenticate(self) -> None:
         """
@@ -342,7 +315,7 @@ class KiboHook(BaseHook):
         except ValueError as exc:
             raise KiboValidationError([str(exc)]) from None
         response = self._call("GET", ORDER_PATH.format(order_id=order_id), order_id=order_id)
-        return self._order_from(response, order_id)
+        return order_from(response, order_id)
 
     def describe_cancel(self, request: CancelOrderRequest) -> dict[str, Any]:
         """The request :meth:`cancel` would send, without secrets (for dry runs)."""
@@ -379,10 +352,10 @@ class KiboHook(BaseHook):
             body = None
         if status == 200 and isinstance(body, dict) and ("orderID" in body or "orderId" in body):
             pass
-        elif status == 404 and isinstance(body, dict) and _KIBO_ERROR_KEYS & body.keys():
+        elif status == 404 and isinstance(body, dict) and KIBO_ERROR_KEYS & body.keys():
             pass  # authenticated and authorised for the tenant: order 1 simply does not exist
         elif status >= 300 and status != 404:
-            error = self._error_from(response, f"Kibo GET {url_path} failed", order_id=None)
+            error = error_from(response, f"Kibo GET {url_path} failed", order_id=None)
             if status == 401:
                 return False, f"Kibo refused the token for tenant {settings.tenant_id}: {error}"
             if status == 403:
@@ -392,7 +365,7 @@ class KiboHook(BaseHook):
             content_type = response.headers.get("Content-Type", "no content type")
             return False, (
                 f"{settings.base_url} does not answer like Kibo: GET {url_path} gave HTTP {status} "
-                f"({content_type}): {_excerpt(response)!r}. Check the connection's host and tenant."
+                f"({content_type}): {excerpt(response)!r}. Check the connection's host and tenant."
             )
         return True, (
             f"Connected to Kibo tenant {settings.tenant_id} ({settings.environment}) at {settings.base_url}"
@@ -402,31 +375,15 @@ class KiboHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from wtforms import PasswordField, StringField
-        from wtforms.validators import Optional, Regexp
+        from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets
 
-        widgets: dict[str, Any] = {}
-        for name, field in CONN_FIELDS.items():
-            schema = field["schema"]
-            validators: list[Any] = [Optional()]
-            if "pattern" in schema:
-                validators.append(Regexp(schema["pattern"], message=field["description"]))
-            field_class = PasswordField if schema.get("format") == "password" else StringField
-            widgets[name] = field_class(
-                field["label"],
-                description=field["description"],
-                validators=validators,
-                default=schema.get("default"),
-            )
-        return widgets
+        return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
-            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
-            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
-        }
+        from airflow_provider_kibo_cancel.hooks.form import ui_field_behaviour
+
+        return ui_field_behaviour()
 
     # --- internals --------------------------------------------------------------------------------------
 
@@ -445,29 +402,6 @@ class KiboHook(BaseHook):
         if status.upper() != CANCELED_STATUS:
             raise cause
         self.log.debug("Order %s reads CANCELED after %s", order_id, cause)
-        return order
-
-    def _order_from(self, response: requests.Response, order_id: int) -> dict[str, Any]:
-        try:
-            order = response.json()
-        except ValueError:
-            order = None
-        correlation = _correlation_id(response, order)
-        if not isinstance(order, dict):
-            raise KiboResponseError(
-                f"Kibo answered with something that is not an order: {_excerpt(response)!r}",
-                status=response.status_code,
-                order_id=order_id,
-                correlation_id=correlation,
-            )
-        returned = order.get("orderID", order.get("orderId", order.get("id")))
-        if str(returned) != str(order_id):
-            raise KiboResponseError(
-                f"Kibo returned order {returned!r} instead of the order requested",
-                status=response.status_code,
-                order_id=order_id,
-                correlation_id=correlation,
-            )
         return order
 
     def _access_token(self, *, stale: str | None = None, max_attempts: int | None = None) -> str:
@@ -511,7 +445,7 @@ class KiboHook(BaseHook):
             payload = None
         mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
         if response.status_code >= 300:
-            error = self._error_from(response, "Kibo OAuth token request failed", order_id=None)
+            error = error_from(response, "Kibo OAuth token request failed", order_id=None)
             # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is.
             message = payload.get("message") if isinstance(payload, dict) else None
             error.replace_kibo_message(message if isinstance(message, str) else None)
@@ -531,7 +465,7 @@ class KiboHook(BaseHook):
                 "Kibo's OAuth endpoint answered without a usable access_token "
                 f"({answer_shape(response, payload)}; the body is not shown as it may hold credentials)",
                 status=response.status_code,
-                correlation_id=_correlation_id(response, payload),
+                correlation_id=correlation_id(response, payload),
             )
         lifetime = token_lifetime(payload.get("expires_in"))
         if lifetime is None:
@@ -612,7 +546,7 @@ class KiboHook(BaseHook):
                 self.log.info("Kibo answered 401 to %s %s; refreshing the token once", method, path)
                 continue
             if response.status_code >= 300:
-                error = self._error_from(response, f"Kibo {method} {path} failed", order_id=order_id)
+                error = error_from(response, f"Kibo {method} {path} failed", order_id=order_id)
                 error.may_have_applied = may_have_applied
                 raise error
             return response
@@ -763,40 +697,3 @@ class KiboHook(BaseHook):
         if retry_after is not None:
             return max(MIN_RETRY_WAIT, min(retry_after, settings.max_retry_wait))
         return backoff(attempt, settings.backoff_base, settings.max_retry_wait)
-
-    def _error_from(self, response: requests.Response, message: str, *, order_id: int | None) -> KiboError:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        fields = body if isinstance(body, dict) else {}
-        status = response.status_code
-        cls = _ERROR_CLASSES.get(status) or (KiboServerError if status >= 500 else KiboApiError)
-        kibo_message = fields.get("message")
-        if kibo_message is None and response.text and not isinstance(body, dict):
-            kibo_message = _excerpt(response)
-        wait: float | None = None
-        if status == 429:
-            retry_after = response.headers.get("Retry-After")
-            message += f", rate limited (Retry-After {retry_after or 'not given'})"
-            wait = retry_after_seconds(retry_after)
-        elif 300 <= status < 400:
-            cls = KiboRedirectError
-            location = without_userinfo(response.headers.get("Location") or "(no Location header)")
-            message += (
-                f": redirected to {location}, and redirects are never followed (a redirected request "
-                "could carry the shared secret or the cancel elsewhere); set the connection's host or "
-                "auth_url to the final address"
-            )
-            kibo_message = None
-        error = cls(
-            message,
-            status=status,
-            error_code=fields.get("errorCode"),
-            kibo_message=kibo_message,
-            order_id=order_id,
-            correlation_id=_correlation_id(response, body),
-        )
-        if isinstance(error, KiboRateLimitError):
-            error.retry_after = wait
-        return error
