@@ -554,6 +554,7 @@ class KiboHook(BaseHook):
         if status == 429:
             retry_after = response.headers.get("Retry-After")
             message += f", rate limited (Retry-After {retry_after or 'not given'})"
+        items = fields.get("items")
         return cls(
             message,
             status=status,
@@ -561,4 +562,7 @@ class KiboHook(BaseHook):
             kibo_message=kibo_message,
             order_id=order_id,
             correlation_id=_correlation_id(response, body),
+            # Kibo's own explanation of a 400 is often only here (one item per problem).
+            items=items if isinstance(items, list) else [items] if items else None,
+            additional_error_data=fields.get("additionalErrorData"),
         )
