@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_kibo_cancel.emulator.__main__ import connection_help
 from airflow_provider_kibo_cancel.emulator.server import DEFAULT_PORT
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
@@ -133,3 +134,12 @@ def test_bad_arguments_are_named() -> None:
     assert result.returncode == 2
     assert "expected a port number 0..65535, got '99999'" in result.stderr
     assert result.stdout == ""
+
+
+def test_the_readme_shows_what_the_emulator_prints_for_its_defaults() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    _, _, command, _, export = connection_help(
+        f"http://127.0.0.1:{DEFAULT_PORT}", "30294", "demo-app-key", "demo-shared-secret"
+    ).splitlines()
+    assert f"\n{command.strip()}\n" in readme
+    assert f"\n{export.strip()}\n" in readme

@@ -158,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     # A wildcard address is not one to connect to; loopback reaches it from this machine.
     connect_host = "127.0.0.1" if args.host in ("", "0.0.0.0") else args.host
     url = f"http://{connect_host}:{port}"
-    print(
-        f"Kibo emulator on {url} (open orders {args.open.start}-{args.open.stop - 1}, canceled already "
-        f"{args.canceled.start}-{args.canceled.stop - 1}; Ctrl-C stops it)\n"
-        + connection_help(url, tenants[0], args.client_id, args.client_secret),
-        flush=True,
-    )
-    try:
+    try:  # entered before printing: a Ctrl-C right after the start-up lines still stops it cleanly
+        print(
+            f"Kibo emulator on {url} (open orders {args.open.start}-{args.open.stop - 1}, canceled already "
+            f"{args.canceled.start}-{args.canceled.stop - 1}; Ctrl-C stops it)\n"
+            + connection_help(url, tenants[0], args.client_id, args.client_secret),
+            flush=True,
+        )
         threading.Event().wait()  # the server runs in its own thread until Ctrl-C
     except KeyboardInterrupt:
         pass
