@@ -201,7 +201,7 @@ class AirflowStack:
             try:
                 if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"API server not healthy after {timeout} s; see {self.airflow_env.home}")
