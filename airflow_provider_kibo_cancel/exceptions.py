@@ -1,14 +1,65 @@
 """Errors raised by the Kibo provider.
 
 Every error carries what Kibo support and an on-call engineer need: the HTTP status, Kibo's ``errorCode``
-and ``message``, the order id and the correlation id (``x-vol-correlation``). ``retryable`` tells the
-operator whether an Airflow task retry can help: input, configuration, 400/403/404/405 and authentication
-errors cannot, so they fail the task at once.
+and ``message``, Kibo's per-problem ``items`` and ``additionalErrorData``, the order id and the correlation
+id (``x-vol-correlation``). ``retryable`` tells the operator whether an Airflow task retry can help: input,
+configuration, 400/403/404/405 and authentication errors cannot, so they fail the task at once.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+#: Bounds on what Kibo's error body contributes, so one odd answer cannot flood a log line or an XCom.
+MAX_ITEMS = 20  # items kept in ``KiboError.items``
+MAX_ITEMS_SHOWN = 5  # items written into the message
+MAX_TEXT = 200  # characters of one item (or of the additional data) in the message
+MAX_VALUE = 500  # characters of any one string kept in the structured attributes
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """A JSON value with long strings shortened and deep or wide structures cut, for attributes and XCom."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE else value[: MAX_VALUE - 3] + "..."
+    if depth >= 3 and isinstance(value, dict | list):
+        return _shorten(json.dumps(value, default=str), MAX_VALUE)
+    if isinstance(value, dict):
+        return {str(k): _bounded(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+    if isinstance(value, list):
+        return [_bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _shorten(str(value), MAX_VALUE)
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _describe_item(item: Any, top_code: str | None) -> str:
+    """One of Kibo's ``items`` as text: its message, prefixed by its own errorCode when that differs."""
+    if not isinstance(item, dict):
+        return _compact(item)
+    message = item.get("message")
+    if not message:
+        return _compact(item)
+    code = item.get("errorCode")
+    return f"{code}: {message}" if code and code != top_code else str(message)
+
+
+def _describe_additional(data: Any) -> str:
+    """Kibo's ``additionalErrorData``: a list of ``{"name", "value"}`` pairs, or anything else as JSON."""
+    if isinstance(data, list) and all(isinstance(d, dict) and "name" in d for d in data):
+        return ", ".join(f"{d['name']}={_compact(d.get('value'))}" for d in data)
+    if isinstance(data, dict):
+        return ", ".join(f"{k}={_compact(v)}" for k, v in data.items())
+    return _compact(data)
 
 
 class KiboError(Exception):
@@ -31,6 +82,8 @@ class KiboError(Exception):
         kibo_message: str | None = None,
         order_id: int | None = None,
         correlation_id: str | None = None,
+        items: list[Any] | None = None,
+        additional_error_data: Any = None,
     ) -> None:
         self.message = message
         self.status = status
@@ -38,7 +91,27 @@ class KiboError(Exception):
         self.kibo_message = kibo_message
         self.order_id = order_id
         self.correlation_id = correlation_id
+        #: Kibo's ``items`` (one entry per problem, e.g. each failed validation rule), bounded.
+        self.items: list[Any] = _bounded(list(items or []))
+        self._items_given = len(items or [])
+        #: Kibo's ``additionalErrorData`` as it sent it (usually ``[{"name", "value"}]``), bounded.
+        self.additional_error_data: Any = _bounded(additional_error_data)
         super().__init__(self._render())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as plain JSON-serializable data, e.g. for a bulk summary's ``failed`` entries."""
+        return {
+            "order_id": self.order_id,
+            "error": str(self),
+            "status": self.status,
+            "error_code": self.error_code,
+            "kibo_message": self.kibo_message,
+            "items": self.items,
+            "additional_error_data": self.additional_error_data,
+            "correlation_id": self.correlation_id,
+            "retryable": self.retryable,
+            "may_have_applied": self.may_have_applied,
+        }
 
     def _render(self) -> str:
         details = []
@@ -49,7 +122,21 @@ class KiboError(Exception):
         if self.error_code:
             details.append(f"errorCode {self.error_code}")
         if self.kibo_message:
-            details.append(f"Kibo says: {self.kibo_message}")
+            details.append(f"Kibo says: {_shorten(self.kibo_message, MAX_VALUE)}")
+        shown = [
+            _shorten(text, MAX_TEXT)
+            for text in (_describe_item(item, self.error_code) for item in self.items)
+            if text and text != self.kibo_message
+        ]
+        if shown:
+            more = len(shown) - MAX_ITEMS_SHOWN + self._items_given - len(self.items)
+            details.append(
+                "details: " + " | ".join(shown[:MAX_ITEMS_SHOWN]) + (f" | (+{more} more)" if more > 0 else "")
+            )
+        if self.additional_error_data not in (None, [], {}, ""):
+            details.append(
+                "additional data: " + _shorten(_describe_additional(self.additional_error_data), MAX_TEXT)
+            )
         if self.correlation_id:
             details.append(f"correlation id {self.correlation_id}")
         return f"{self.message} ({'; '.join(details)})" if details else self.message

@@ -61,6 +61,8 @@ KNOWN_REASONS = frozenset(
     }
 )
 _ORDER_PATH = re.compile(r"^/api/v2/order/(\d+)$")
+# Not 8080: that is the Airflow API server's default, and both often run on one machine.
+DEFAULT_PORT = 8090
 _CONTROL_PREFIX = "/_emulator/"
 
 
@@ -306,7 +308,7 @@ class KiboEmulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def serve_forever(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def serve_forever(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         """Serve from this thread until interrupted (the console script)."""
         self._server = self._bind(host, port)
         try:

@@ -456,6 +456,7 @@ class KiboHook(BaseHook):
                     error_code=error.error_code,
                     kibo_message=error.kibo_message,
                     correlation_id=error.correlation_id,
+                    items=error.items,  # Kibo's own reasons; additionalErrorData could echo the request
                 )
             raise error
         value = payload.get("access_token") if isinstance(payload, dict) else None

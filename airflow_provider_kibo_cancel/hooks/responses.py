@@ -100,6 +100,7 @@ def error_from(response: requests.Response, message: str, *, order_id: int | Non
             "auth_url to the final address"
         )
         kibo_message = None
+    items = fields.get("items")
     error = cls(
         message,
         status=status,
@@ -107,6 +108,9 @@ def error_from(response: requests.Response, message: str, *, order_id: int | Non
         kibo_message=kibo_message,
         order_id=order_id,
         correlation_id=correlation_id(response, body),
+        # Kibo's own explanation of a 400 is often only here (one item per problem).
+        items=items if isinstance(items, list) else [items] if items else None,
+        additional_error_data=fields.get("additionalErrorData"),
     )
     if isinstance(error, KiboRateLimitError):
         error.retry_after = wait

@@ -64,16 +64,8 @@ class BulkCancelOutcome:
 
 
 def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
-    """One order's failure as the summary shows it (JSON, no secrets)."""
-    return {
-        "order_id": order_id,
-        "error": str(exc),
-        "status": exc.status,
-        "error_code": exc.error_code,
-        "correlation_id": exc.correlation_id,
-        "retryable": exc.retryable,
-        "may_have_applied": exc.may_have_applied,
-    }
+    """One order's failure as the summary shows it (JSON, no secrets), Kibo's items included."""
+    return {**exc.to_dict(), "order_id": order_id}
 
 
 class BulkRun:
@@ -231,18 +223,13 @@ class BulkRun:
                 outcome.halted = STOPPED
             for request in self._in_flight.values():
                 outcome.results[request.order_id] = FAILED
-                outcome.failures[request.order_id] = {
-                    "order_id": request.order_id,
-                    "error": (
-                        f"Cancel of order {request.order_id} was still in flight when the run stopped; "
-                        "it may have been applied (a re-run settles it)"
-                    ),
-                    "status": None,
-                    "error_code": None,
-                    "correlation_id": None,
-                    "retryable": True,
-                    "may_have_applied": True,
-                }
+                in_flight = KiboStoppedError(
+                    f"Cancel of order {request.order_id} was still in flight when the run stopped; "
+                    "it may have been applied (a re-run settles it)",
+                    order_id=request.order_id,
+                )
+                in_flight.may_have_applied = True
+                outcome.failures[request.order_id] = failure_entry(request.order_id, in_flight)
             for request in self.requests:
                 outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
             outcome.elapsed = self._elapsed_before + time.monotonic() - started
