@@ -19,6 +19,11 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.0
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # pragma: no cover - Airflow 3.0/3.1
+    from airflow.exceptions import TaskDeferred  # type: ignore[attr-defined,no-redef,unused-ignore]
+
 try:
     from airflow.sdk.exceptions import AirflowNotFoundException
 except ImportError:  # pragma: no cover - Airflow 3.0
@@ -40,6 +45,7 @@ __all__ = [
     "AirflowNotFoundException",
     "BaseHook",
     "BaseOperator",
+    "TaskDeferred",
     "conf",
     "default_deferrable",
     "mask_secret",

@@ -72,6 +72,9 @@ class KiboError(Exception):
     #: False when the call failed before any request left this machine (the run was stopped, the circuit
     #: was open, Kibo asked to wait, no token): a bulk run counts such an order as ``not_attempted``.
     sent: bool = True
+    #: True when Kibo's rate limit is why this call did not complete (a 429, or a wait it asked for):
+    #: the order was not canceled by it, and a deferred run sends it again after the wait.
+    rate_limited: bool = False
 
     def __init__(
         self,
@@ -187,6 +190,7 @@ class KiboRateLimitError(KiboApiError):
     """429 after every attempt, or a Retry-After longer than the configured cap."""
 
     retryable = True
+    rate_limited = True
     #: Seconds Kibo asked to wait (its Retry-After), when it gave one.
     retry_after: float | None = None
 
@@ -235,6 +239,7 @@ class KiboRateLimitWaitError(KiboPreflightError):
     """Kibo asked every caller to wait longer than this run may sleep; nothing more is sent until then."""
 
     retryable = True
+    rate_limited = True
 
     def __init__(self, message: str, *, retry_after: float, resume_at: float, order_id: int | None = None):
         #: Seconds still to wait when raised, and the wall-clock time (epoch seconds) Kibo accepts calls.

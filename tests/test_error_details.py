@@ -66,6 +66,7 @@ def test_a_400_carries_kibos_items_in_the_message_and_as_data(kibo_conn: KiboEmu
         "additional_error_data": None,
         "correlation_id": error.correlation_id,
         "retryable": False,
+        "may_have_applied": False,
     }
     assert len(kibo_conn.requests_to("cancel")) == 1
 

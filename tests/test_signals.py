@@ -189,6 +189,7 @@ def test_a_bulk_event_has_the_counts_and_the_ids(signals_run: SignalsRun) -> Non
             "canceled": 3,
             "already_canceled": 1,
             "failed": 1,
+            "not_attempted": 0,
             "invalid": 1,
             "duplicates": 1,
         },

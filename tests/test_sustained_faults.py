@@ -444,3 +444,68 @@ def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: 
     assert summary["halted"] == STOPPED and summary["not_attempted"]
     everything = summary["canceled"] + summary["not_attempted"] + [f["order_id"] for f in summary["failed"]]
     assert sorted(everything) == list(range(1000, 1100))
+
+
+# --- failures found in review: every one a run-wide condition the run must see ---------------------------
+
+
+def test_a_long_retry_after_on_the_last_attempt_still_stops_every_worker(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch, max_attempts=1)
+    hook.authenticate()
+    emulator.latency = 0.02
+    emulator.inject("status", status=429, retry_after="600", order_id=1000)
+    plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=4).run()
+    assert outcome.halted == "rate_limited"
+    assert len(emulator.requests_to("cancel")) <= 4  # the 429 and what was already on its way
+    assert outcome.count(NOT_ATTEMPTED) >= 36
+
+
+def test_a_pause_extended_while_a_thread_waits_is_not_slept_through() -> None:
+    from airflow_provider_kibo_cancel.hooks.policy import Gate, PausedTooLong
+
+    gate = Gate()
+    gate.pause(2)  # short: the waiting thread may sleep through it...
+    threading.Timer(0.3, gate.pause, (600,)).start()  # ...until another thread's 429 asks for 10 minutes
+    started = time.monotonic()
+    with pytest.raises(PausedTooLong) as caught:
+        gate.wait(max_pause=30)
+    assert time.monotonic() - started < 2.0
+    assert caught.value.remaining > 590
+
+
+def test_a_probe_that_settles_nothing_lets_a_later_one_try() -> None:
+    breaker = CircuitBreaker(threshold=1, cooldown=0.2)
+    breaker.record_exhausted(time.monotonic(), "down")
+    time.sleep(0.25)
+    assert breaker.allow()  # the probe...
+    breaker.end_probe()  # ...was stopped before it got an answer
+    assert breaker.is_open and not breaker.allow()  # a new cool-down
+    time.sleep(0.25)
+    assert breaker.allow()
+
+
+def test_a_tenant_kibo_refuses_stops_the_run_after_three_orders(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch, tenant_id="99999")  # not authorised: 403 to every call
+    plan = plan_bulk_cancel(list(range(1000, 1050)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=2).run()
+    assert outcome.halted == "forbidden"
+    assert len(emulator.requests_to("cancel")) <= 3 + 2
+    assert outcome.count(NOT_ATTEMPTED) >= 45
+
+
+def test_a_token_refused_even_after_a_refresh_stops_the_run(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch)
+    hook.authenticate()
+    emulator.inject("status", status=401, times=None)
+    plan = plan_bulk_cancel(list(range(1000, 1050)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=2).run()
+    assert outcome.halted == "credentials_refused"
+    assert len(emulator.requests_to("cancel")) <= 2 * 2  # each worker's order: the 401, then once more
+    assert outcome.count(NOT_ATTEMPTED) >= 46

@@ -42,6 +42,8 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     CircuitBreaker,
     Gate,
     HookStopped,
+    PausedTooLong,
+    TransportFailure,
     backoff,
     classify,
     retry_after_seconds,
@@ -397,6 +399,7 @@ class KiboHook(BaseHook):
             cause.args = (cause._render(),)
             if read_error.retryable:
                 cause.retryable = True  # undecided: a later (task) retry may settle it
+            cause.rate_limited = cause.rate_limited or read_error.rate_limited
             raise cause from None
         status = str(order.get("orderStatus") or order.get("status") or "")
         if status.upper() != CANCELED_STATUS:
@@ -446,8 +449,10 @@ class KiboHook(BaseHook):
         mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
         if response.status_code >= 300:
             error = error_from(response, "Kibo OAuth token request failed", order_id=None)
-            # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is.
+            # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is, nor
+            # additionalErrorData, which could echo the request (and so the shared secret).
             message = payload.get("message") if isinstance(payload, dict) else None
+            error.additional_error_data = None
             error.replace_kibo_message(message if isinstance(message, str) else None)
             if response.status_code in (400, 401, 403):
                 raise KiboAuthenticationError(
@@ -587,14 +592,7 @@ class KiboHook(BaseHook):
                 except requests.RequestException as exc:
                     failure = classify(exc)
                     may_have_applied = may_have_applied or failure.reached_kibo
-                    if failure.permanent:
-                        raise self._permanent_transport_error(what, order_id, failure.description) from None
-                    if attempt == attempts:
-                        self._breaker.record_exhausted(started, f"{what}: {failure.description}")
-                        raise KiboTransportError(
-                            f"{what} failed after {attempts} attempt(s): {failure.description}",
-                            order_id=order_id,
-                        ) from None
+                    self._raise_if_final(failure, attempt, attempts, started=started, what=what)
                     problem = failure.description
                     metrics.retry("transport")
                 else:
@@ -629,7 +627,20 @@ class KiboHook(BaseHook):
             exc.sent = exc.sent or sent
             exc.may_have_applied = exc.may_have_applied or may_have_applied
             raise
+        finally:
+            if probe:
+                self._breaker.end_probe()  # a probe that settled nothing must not block later ones
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_if_final(
+        self, failure: TransportFailure, attempt: int, attempts: int, *, started: float, what: str
+    ) -> None:
+        """A transport failure ends the call when it is permanent or the attempts are used up."""
+        if failure.permanent:
+            raise self._permanent_transport_error(what, None, failure.description)
+        if attempt == attempts:
+            self._breaker.record_exhausted(started, f"{what}: {failure.description}")
+            raise KiboTransportError(f"{what} failed after {attempts} attempt(s): {failure.description}")
 
     def _final_answer(self, response: requests.Response, *, last: bool, started: float, what: str) -> bool:
         """Whether this answer ends the call (returned to the caller) rather than being retried."""
@@ -638,16 +649,16 @@ class KiboHook(BaseHook):
             self._breaker.record_answer()  # Kibo is up, whatever it said
         if status not in RETRYABLE_STATUSES:
             return True
+        if status == 429:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.longest_sleep:
+                # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
+                self._gate.pause(retry_after)
+                return True
         if last:
             if status >= 500:
                 self._breaker.record_exhausted(started, f"{what}: HTTP {status}")
             return True
-        if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after is not None and retry_after > self.longest_sleep:
-                # Longer than anyone may sleep: every thread stops sending until then.
-                self._gate.pause(retry_after)
-                return True
         return False
 
     def _admit(self, what: str, for_order: str, order_id: int | None) -> bool:
@@ -670,8 +681,10 @@ class KiboHook(BaseHook):
 
     def _wait_for_turn(self, what: str, for_order: str, order_id: int | None) -> None:
         """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
-        remaining = self._gate.paused_for()
-        if remaining > self.longest_sleep:
+        try:
+            self._gate.wait(max_pause=self.longest_sleep)
+        except PausedTooLong as too_long:
+            remaining = too_long.remaining
             raise KiboRateLimitWaitError(
                 f"{what}{for_order} not sent: Kibo asked to wait {remaining:.0f} s (Retry-After), longer "
                 f"than this task may sleep ({self.longest_sleep:g} s); it accepts calls again at "
@@ -679,8 +692,7 @@ class KiboHook(BaseHook):
                 retry_after=remaining,
                 resume_at=time.time() + remaining,
                 order_id=order_id,
-            )
-        self._gate.wait()
+            ) from None
 
     def _permanent_transport_error(self, what: str, order_id: int | None, description: str) -> KiboError:
         if description.startswith("TLS error"):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ MIN_RETRY_WAIT = 0.1
 #: Calls in a row that must use up all their attempts, with no answer from Kibo meanwhile, to open the
 #: circuit: one bad order (or one order and its read-back) is not an outage.
 BREAKER_THRESHOLD = 3
+#: The longest Retry-After honoured as such (a day): a larger value is read as this, not as an overflow.
+MAX_RETRY_AFTER = 86_400.0
 #: How long an open circuit refuses calls before one call may probe Kibo again (long-lived hooks in
 #: user code; a bulk run stops at the first opening).
 BREAKER_COOLDOWN = 60.0
@@ -45,7 +48,10 @@ def classify(exc: requests.RequestException) -> TransportFailure:
     """Sort a ``requests`` exception: never sent, maybe applied, or permanent."""
     name = type(exc).__name__
     if isinstance(exc, requests.exceptions.SSLError):
-        return TransportFailure(False, True, f"TLS error: {exc}")
+        if _certificate_problem(exc):
+            return TransportFailure(False, True, f"TLS error: {exc}")
+        # Another TLS failure (a connection reset mid-record, say) may strike after the request went out.
+        return TransportFailure(True, False, f"{name}: {_reason(exc)}")
     if isinstance(exc, requests.ConnectTimeout):
         return TransportFailure(False, False, f"{name} (connect timeout)")
     if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
@@ -55,6 +61,25 @@ def classify(exc: requests.RequestException) -> TransportFailure:
     # A read timeout, a connection lost mid-answer, a body cut short or undecodable: the request went
     # out, so Kibo may have applied it.
     return TransportFailure(True, False, f"{name}: {_reason(exc)}")
+
+
+def _certificate_problem(exc: BaseException) -> bool:
+    """An untrusted certificate or a host name that does not match it: configuration, not chance."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        pending += [a for a in current.args if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        pending += [
+            e for e in (reason, current.__cause__, current.__context__) if isinstance(e, BaseException)
+        ]
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "doesn't match" in str(exc)
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
@@ -77,14 +102,14 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None  # not an HTTP date (those are always GMT)
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -95,6 +120,14 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 class HookStopped(Exception):
     """Raised inside a wait when the hook was stopped; the hook turns it into a KiboStoppedError."""
+
+
+class PausedTooLong(Exception):
+    """Raised by :meth:`Gate.wait` when the pause in force is longer than the caller may sleep."""
+
+    def __init__(self, remaining: float) -> None:
+        super().__init__(remaining)
+        self.remaining = remaining
 
 
 class Gate:
@@ -131,13 +164,19 @@ class Gate:
         if self._stopped.wait(seconds):
             raise HookStopped
 
-    def wait(self) -> None:
-        """Return when this thread may send: no pause in force and its rate slot reached."""
+    def wait(self, max_pause: float = float("inf")) -> None:
+        """
+        Return when this thread may send: no pause in force and its rate slot reached. A pause longer
+        than ``max_pause`` (also one that another thread extends while this one waits) raises
+        :class:`PausedTooLong` instead of being slept through.
+        """
         while True:
             if self._stopped.is_set():
                 raise HookStopped
             while (delay := self._paused_until - time.monotonic()) > 0:
-                self.sleep(delay)
+                if delay > max_pause:
+                    raise PausedTooLong(delay)
+                self.sleep(min(delay, 1.0))  # re-read the pause: another thread may extend it
             if not self._interval:
                 return
             with self._lock:
@@ -193,6 +232,14 @@ class CircuitBreaker:
                 self._probing = False
                 self.reason = reason
             return self._opened_at is not None
+
+    def end_probe(self) -> None:
+        """A probe that settled nothing (stopped, refused before sending): the circuit stays open and
+        the next probe waits another cool-down, rather than no probe ever being allowed again."""
+        with self._lock:
+            if self._probing:
+                self._probing = False
+                self._opened_at = time.monotonic()
 
     @property
     def is_open(self) -> bool:

@@ -54,7 +54,7 @@ def excerpt(response: requests.Response) -> str:
 def order_from(response: requests.Response, order_id: int) -> dict[str, Any]:
     try:
         order = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
         order = None
     correlation = correlation_id(response, order)
     if not isinstance(order, dict):
@@ -78,7 +78,7 @@ def order_from(response: requests.Response, order_id: int) -> dict[str, Any]:
 def error_from(response: requests.Response, message: str, *, order_id: int | None) -> KiboError:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
         body = None
     fields = body if isinstance(body, dict) else {}
     status = response.status_code

@@ -6,7 +6,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel._compat import AirflowFailException, BaseOperator, default_deferrable
+from airflow_provider_kibo_cancel._compat import (
+    AirflowFailException,
+    BaseOperator,
+    TaskDeferred,
+    default_deferrable,
+)
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.bulk_runner import RATE_LIMITED
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import BulkCancelPlan
+    from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
     from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
 
 MAX_CONCURRENCY = 64
@@ -152,7 +157,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun, restore_outcome
+        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
         try:
             self._check_settings()
@@ -172,21 +177,14 @@ class BulkCancelOrdersOperator(BaseOperator):
         if self.is_dry_run:
             return self._dry_run(context, plan)
 
-        previous = restore_outcome(state or {})
-        todo = [request for request in plan.requests if request.order_id not in previous.results]
-        if state is not None:
-            self.log.info(
-                "Resuming after Kibo's Retry-After (%.0f s deferred so far): %d settled, %d left to send",
-                state.get("deferred_seconds", 0.0),
-                len(previous.results),
-                len(todo),
-            )
+        previous, todo = self._resume_point(plan, state)
         hook = self._hook = KiboHook(
             kibo_conn_id=self.kibo_conn_id,
             pool_size=self.max_concurrency,
             requests_per_second=self.requests_per_second,
             max_sleep=self.defer_threshold if self.deferrable else None,
         )
+        dispatched = False
         run = BulkRun(
             hook,
             todo,
@@ -200,11 +198,15 @@ class BulkCancelOrdersOperator(BaseOperator):
             self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
             self._authenticate(hook, plan, previous, state or {})
+            dispatched = True
             outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
+        except TaskDeferred:
+            raise  # Kibo asked to wait before the first cancel: the resumed run reports, not this one
         except BaseException as exc:
             # A timeout, kill or interrupt (run() has stopped every request), or no token at all.
             summary = self._summary(plan, run.outcome)
-            metrics.cancel_outcomes(summary)
+            if dispatched:  # a run refused before its first cancel (no token, bad outlet) has no outcomes
+                metrics.cancel_outcomes(summary)
             self._push_summary(context, summary)
             if isinstance(exc, KiboError):
                 fail_task_unless_retryable(exc)
@@ -223,6 +225,23 @@ class BulkCancelOrdersOperator(BaseOperator):
             self._fail(summary)
         assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
         return summary
+
+    def _resume_point(
+        self, plan: BulkCancelPlan, state: dict[str, Any] | None
+    ) -> tuple[BulkCancelOutcome, list[CancelOrderRequest]]:
+        """What earlier segments of a deferred run settled, and the orders still to send."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import restore_outcome
+
+        previous = restore_outcome(state or {})
+        todo = [request for request in plan.requests if request.order_id not in previous.results]
+        if state is not None:
+            self.log.info(
+                "Resuming after Kibo's Retry-After (%.0f s deferred so far): %d settled, %d left to send",
+                state.get("deferred_seconds", 0.0),
+                len(previous.results),
+                len(todo),
+            )
+        return previous, todo
 
     def _authenticate(
         self, hook: KiboHook, plan: BulkCancelPlan, previous: BulkCancelOutcome, state: dict[str, Any]
@@ -420,7 +439,12 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def _fail_halted(self, outcome: BulkCancelOutcome, summary: dict[str, Any]) -> None:
         """The run stopped dispatching before the end: say why, and whether a task retry can help."""
-        from airflow_provider_kibo_cancel.operators.bulk_runner import CIRCUIT_OPEN, CREDENTIALS_REFUSED
+        from airflow_provider_kibo_cancel.operators.bulk_runner import (
+            CIRCUIT_OPEN,
+            CREDENTIALS_REFUSED,
+            FORBIDDEN,
+            FORBIDDEN_IN_A_ROW,
+        )
 
         left = counted(len(summary["not_attempted"]), "order")
         done = (
@@ -431,6 +455,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         retryable = True
         if outcome.halted == CREDENTIALS_REFUSED:
             reason, retryable = f"Kibo refused the credentials ({outcome.halt_error})", False
+        elif outcome.halted == FORBIDDEN:
+            reason, retryable = (
+                f"Kibo refused this tenant or site for {FORBIDDEN_IN_A_ROW} orders in a row "
+                f"({outcome.halt_error})",
+                False,
+            )
         elif outcome.halted == CIRCUIT_OPEN:
             reason = f"Kibo looks down ({outcome.halt_error or 'every request failed for a retry schedule'})"
         elif outcome.halted == RATE_LIMITED:

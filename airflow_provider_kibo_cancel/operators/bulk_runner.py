@@ -16,6 +16,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
     KiboCircuitOpenError,
     KiboError,
+    KiboForbiddenError,
     KiboRateLimitWaitError,
     KiboStoppedError,
 )
@@ -37,6 +38,9 @@ STOPPED = "stopped"  # the task's timeout, kill or interrupt
 CIRCUIT_OPEN = "circuit_open"  # Kibo evidently down
 RATE_LIMITED = "rate_limited"  # Kibo asked to wait longer than the run may sleep
 CREDENTIALS_REFUSED = "credentials_refused"
+FORBIDDEN = "forbidden"  # Kibo refused this tenant or site for several orders in a row
+#: 403s in a row (no other answer between) that stop a run: one order may be another site's, three are not.
+FORBIDDEN_IN_A_ROW = 3
 
 
 @dataclass
@@ -65,7 +69,7 @@ class BulkCancelOutcome:
 
 def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
     """One order's failure as the summary shows it (JSON, no secrets), Kibo's items included."""
-    return {**exc.to_dict(), "order_id": order_id}
+    return {**exc.to_dict(), "order_id": order_id, "rate_limited": exc.rate_limited}
 
 
 class BulkRun:
@@ -99,6 +103,8 @@ class BulkRun:
         self._lock = threading.Lock()
         self._todo = iter(requests)
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
+        self._total = len(requests) + len(self.outcome.results)  # a resumed run counts what was settled
+        self._forbidden_in_a_row = 0
         self._closed = False  # set once the outcome is final: late results are dropped
         self._crashed: list[BaseException] = []
 
@@ -131,7 +137,7 @@ class BulkRun:
                     thread.join(timeout=min(1.0, max(0.0, next_report - time.monotonic())))
                     if progress is not None and time.monotonic() >= next_report:
                         self.outcome.elapsed = self._elapsed_before + time.monotonic() - started
-                        progress(self.outcome, len(self.requests))
+                        progress(self.outcome, self._total)
                         next_report += progress_interval
         except BaseException:
             self.stop()
@@ -142,7 +148,7 @@ class BulkRun:
         if self._crashed:
             raise self._crashed[0]
         if progress is not None:
-            progress(self.outcome, len(self.requests))
+            progress(self.outcome, self._total)
         return self.outcome
 
     # --- worker threads ---------------------------------------------------------------------------------
@@ -163,11 +169,12 @@ class BulkRun:
             except BaseException as exc:  # a bug, not an answer from Kibo: stop every worker
                 with self._lock:
                     self._crashed.append(exc)
-                    self._in_flight.pop(ident, None)
+                    # The request may have gone out: _settle records it as failed, possibly applied.
                 self.stop()
                 return
             with self._lock:
                 self._in_flight.pop(ident, None)
+                self._forbidden_in_a_row = 0
                 if self._closed:
                     return
                 bucket = ALREADY_CANCELED if result.already_canceled else CANCELED
@@ -185,7 +192,12 @@ class BulkRun:
             else:
                 self.outcome.results[request.order_id] = FAILED
                 self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+            self._forbidden_in_a_row = (
+                self._forbidden_in_a_row + 1 if isinstance(exc, KiboForbiddenError) else 0
+            )
             halt = _halt_reason(exc)
+            if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
+                halt = FORBIDDEN
             if halt is not None and self.outcome.halted is None:
                 self.outcome.halted, self.outcome.halt_error = halt, exc
                 if isinstance(exc, KiboRateLimitWaitError):
@@ -248,7 +260,7 @@ def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutco
     failed = [
         {**entry, "error": entry["error"][:_STATE_ERROR_CHARS]}
         for order_id in outcome.ids(requests, FAILED)
-        if (entry := outcome.failures[order_id])["status"] != 429
+        if not (entry := outcome.failures[order_id]).get("rate_limited")
     ]
     return {
         "elapsed": outcome.elapsed,
@@ -278,6 +290,6 @@ def _halt_reason(exc: KiboError) -> str | None:
         return CIRCUIT_OPEN
     if isinstance(exc, KiboRateLimitWaitError):
         return RATE_LIMITED
-    if isinstance(exc, KiboAuthenticationError) and not exc.sent:
-        return CREDENTIALS_REFUSED
+    if isinstance(exc, KiboAuthenticationError):
+        return CREDENTIALS_REFUSED  # refused at the token request, or a 401 even after a fresh token
     return None

@@ -59,7 +59,9 @@ def kibo_signals() -> None:
 
     @task
     def not_wired_yet() -> None:
-        """Deferral and the not_attempted bucket are built elsewhere; their metrics exist already."""
+        """The deferral and not_attempted metrics, sent as the operators send them (a deferral and a
+        stopped run are exercised in test_deferral.py and test_sustained_faults*.py): the names reach
+        StatsD."""
         from airflow_provider_kibo_cancel import metrics
 
         metrics.deferral()
