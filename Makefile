@@ -25,8 +25,12 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 # The whole suite: lint, type checks, unit tests, and DAG runs inside real Airflow against the emulator.
+# Two test files at a time (pytest-xdist; a file's tests stay together, so its module fixtures run once):
+# most of the suite waits on Airflow subprocesses, which two cores serve side by side.
+PYTEST_PARALLEL := -n 2 --dist loadfile
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 lint: install
 	$(BIN)/ruff check .
@@ -52,7 +56,7 @@ test-matrix: test test-older
 test-older: $(addprefix test-airflow-,$(MATRIX))
 
 test-airflow-%: .venv-airflow-%/.installed
-	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only and not distributed"
+	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only and not distributed" $(PYTEST_PARALLEL)
 
 .venv-airflow-%/.installed: requirements/airflow-%.lock pyproject.toml
 	test -x .venv-airflow-$*/bin/python || $(PYTHON) -m venv .venv-airflow-$*
