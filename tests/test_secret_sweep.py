@@ -122,7 +122,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
     ("task_id", "state", "tries", "message"),
     [
         ("success", "success", 1, "Order 1061: orderStatus CANCELED"),
-        ("wrong_secret", "failed", 1, "Kibo refused the Application Key / Shared Secret (order 1062; HTTP 401"),
+        (
+            "wrong_secret",
+            "failed",
+            1,
+            "Kibo refused the Application Key / Shared Secret (order 1062; HTTP 401",
+        ),
         ("unauthorized_401", "failed", 1, "refreshing the token once"),
         (
             "revoked_access_token",
