@@ -25,13 +25,27 @@ REVIEWED = [1001, 1002, 1003, 1004, 1005]  # example_dags/data/orders_to_cancel.
 LATE_ORDER = 1050  # turns up in the source after the first run was planned
 
 
+def _pause_reported(stack: AirflowStack, run_id: str) -> bool:
+    """
+    Whether the scheduler has heard from the executor that the paused review task's process ended.
+    An answer that arrives before that (within a second of the pause; a person is never that fast)
+    meets an Airflow 3.3 race: the task is re-queued, then the late "success" event of its paused
+    process marks it failed ("state changed externally").
+    """
+    key = f"task_id='review', run_id='{run_id}'"
+    log = (stack.airflow_env.home / "scheduler.log").read_text(errors="replace")
+    return any(
+        "Received executor event with state success" in line and key in line for line in log.splitlines()
+    )
+
+
 def wait_for_review(stack: AirflowStack, run_id: str, timeout: float = 180) -> dict[str, Any]:
     """The review task's human-in-the-loop request, once the task waits for an answer."""
     base = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
-        if states.get("review") in ("awaiting_input", "deferred"):
+        if states.get("review") in ("awaiting_input", "deferred") and _pause_reported(stack, run_id):
             return dict(stack.api("GET", f"{base}/review/-1/hitlDetails"))
         if any(state in ("failed", "upstream_failed", "skipped") for state in states.values()):
             raise AssertionError(f"run {run_id} did not reach the review: {states}")

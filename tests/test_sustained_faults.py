@@ -336,10 +336,15 @@ def test_an_interrupt_stops_the_run_and_is_re_raised(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = slow_run(emulator, monkeypatch)
-    # A real SIGINT, as Ctrl-C sends it (Python raises KeyboardInterrupt in the main thread).
-    threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()
-    with pytest.raises(KeyboardInterrupt):
-        run.run()
+    # A real SIGINT, as Ctrl-C sends it (Python raises KeyboardInterrupt in the main thread); pytest-xdist
+    # workers ignore SIGINT, so the default handler is put back for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            run.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     ended = time.time()
     time.sleep(0.5)
     assert_nothing_sent_after(emulator, ended)

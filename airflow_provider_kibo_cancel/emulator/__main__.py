@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import shlex
+import signal
 import sys
 import threading
 
@@ -135,6 +136,9 @@ def connection_help(url: str, tenant: str, client_id: str, client_secret: str) -
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Ctrl-C stops it even when whatever started it ignores SIGINT (a shell's background job, a test
+    # runner's worker): a child inherits an ignored SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tenants = tuple(args.tenant or [DEFAULT_TENANT])
     emulator = KiboEmulator(
         tenants=tenants,
