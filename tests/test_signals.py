@@ -130,7 +130,7 @@ def test_task_states(signals_run: SignalsRun) -> None:
         "single_other_tenant": "failed",
         "bulk": "success",
         "bulk_other_tenant": "failed",
-        "not_wired_yet": "success",
+        "send_deferral_and_not_attempted_metrics": "success",
     }
     assert {task: result.state(task) for task in expected} == expected, result.output[-5000:]
 

@@ -58,7 +58,7 @@ def kibo_signals() -> None:
     )
 
     @task
-    def not_wired_yet() -> None:
+    def send_deferral_and_not_attempted_metrics() -> None:
         """The deferral and not_attempted metrics, sent as the operators send them (a deferral and a
         stopped run are exercised in test_deferral.py and test_sustained_faults*.py): the names reach
         StatsD."""
@@ -67,7 +67,7 @@ def kibo_signals() -> None:
         metrics.deferral()
         metrics.cancel_outcome("not_attempted", 2)
 
-    not_wired_yet()
+    send_deferral_and_not_attempted_metrics()
 
 
 kibo_signals()
