@@ -459,8 +459,11 @@ def test_a_long_retry_after_on_the_last_attempt_still_stops_every_worker(
 ) -> None:
     hook = hook_for(emulator, monkeypatch, max_attempts=1)
     hook.authenticate()
-    emulator.latency = 0.02
+    # The 429 answers at once, every other cancel after 0.3 s: the first answer the run reads is the 429.
+    # (With equal latencies another worker could read its 200 and send one more order in the moment
+    # before the 429's thread ran: a bound on a race, not on the run.)
     emulator.inject("status", status=429, retry_after="600", order_id=1000)
+    emulator.inject("latency", delay=0.3, times=None)
     plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
     outcome = BulkRun(hook, plan.requests, max_concurrency=4).run()
     assert outcome.halted == "rate_limited"
