@@ -382,8 +382,8 @@ def test_the_circuit_open_error_is_not_a_send(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hook = hook_for(emulator, monkeypatch)
-    hook._breaker = CircuitBreaker(threshold=1)
-    hook._breaker.record_exhausted(time.monotonic(), "test")
+    hook._retry.breaker = CircuitBreaker(threshold=1)
+    hook._retry.breaker.record_exhausted(time.monotonic(), "test")
     with pytest.raises(KiboCircuitOpenError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
     assert not caught.value.sent and caught.value.retryable

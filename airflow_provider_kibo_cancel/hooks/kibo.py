@@ -6,7 +6,6 @@ import copy
 import os
 import threading
 import time
-from collections.abc import Callable
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +17,10 @@ from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
-    KiboCircuitOpenError,
     KiboConfigurationError,
     KiboConflictError,
     KiboError,
-    KiboRateLimitWaitError,
     KiboResponseError,
-    KiboStoppedError,
-    KiboTLSError,
     KiboTransportError,
     KiboValidationError,
 )
@@ -36,18 +31,6 @@ from airflow_provider_kibo_cancel.hooks.oauth import (
     mask_oauth_secrets,
     token_lifetime,
 )
-from airflow_provider_kibo_cancel.hooks.policy import (
-    MIN_RETRY_WAIT,
-    RETRYABLE_STATUSES,
-    CircuitBreaker,
-    Gate,
-    HookStopped,
-    PausedTooLong,
-    TransportFailure,
-    backoff,
-    classify,
-    retry_after_seconds,
-)
 from airflow_provider_kibo_cancel.hooks.responses import (
     KIBO_ERROR_KEYS,
     correlation_id,
@@ -55,6 +38,7 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     excerpt,
     order_from,
 )
+from airflow_provider_kibo_cancel.hooks.retry import RetryPolicy
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
     CANCELED_STATUS,
@@ -112,7 +96,7 @@ class KiboHook(BaseHook):
     honouring ``Retry-After``; 400/403/404/405, redirects and TLS errors never are. A 401 refreshes the
     token once. Failures are shared by every thread of the hook: refused credentials fail every later call
     without another OAuth request, a 429 pauses them all, a Kibo that is down opens a circuit breaker
-    (see :mod:`~airflow_provider_kibo_cancel.hooks.policy`), and :meth:`stop` ends every call at once.
+    (see :mod:`~airflow_provider_kibo_cancel.hooks.retry`), and :meth:`stop` ends every call at once.
 
     :param kibo_conn_id: the ``kibo`` connection to use.
     :param timeout: seconds for connecting and for reading one response (overrides extra ``timeout``).
@@ -146,7 +130,6 @@ class KiboHook(BaseHook):
         max_sleep: float | None = None,
     ) -> None:
         super().__init__()
-        self._max_sleep = max_sleep
         self.kibo_conn_id = kibo_conn_id
         self._overrides = {
             "timeout": timeout,
@@ -155,8 +138,10 @@ class KiboHook(BaseHook):
             "max_retry_wait": max_retry_wait,
         }
         self._pool_size = pool_size
-        self._gate = Gate(requests_per_second)
-        self._breaker = CircuitBreaker()
+        # One policy per hook, so every thread shares its 429 pause, circuit breaker and stop.
+        self._retry = RetryPolicy(
+            lambda: self.settings, self.log, requests_per_second=requests_per_second, max_sleep=max_sleep
+        )
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
         # Refused credentials are final for this hook: every later call fails with the same error.
@@ -289,26 +274,25 @@ class KiboHook(BaseHook):
         request is sent (calls raise :class:`KiboStoppedError`). Requests already on the wire finish.
         For a task's timeout, kill or interrupt.
         """
-        self._gate.stop()
+        self._retry.gate.stop()
 
     @property
     def stopped(self) -> bool:
-        return self._gate.stopped
+        return self._retry.gate.stopped
 
     @property
     def circuit_open(self) -> bool:
         """True while the circuit breaker holds calls back because Kibo is evidently down."""
-        return self._breaker.is_open
+        return self._retry.breaker.is_open
 
     @property
     def longest_sleep(self) -> float:
         """The longest Kibo-requested wait this hook sleeps through; longer ones fail at once."""
-        limit = self.settings.max_retry_wait
-        return limit if self._max_sleep is None else min(limit, self._max_sleep)
+        return self._retry.longest_sleep
 
     def rate_limit_wait(self) -> float:
         """Seconds until Kibo accepts calls again after a 429 (0 when no pause is in force)."""
-        return self._gate.paused_for()
+        return self._retry.gate.paused_for()
 
     def get_order(self, order_id: Any) -> dict[str, Any]:
         """Read an order (``GET /api/v2/order/{orderId}``)."""
@@ -337,7 +321,7 @@ class KiboHook(BaseHook):
         try:
             settings = self.settings
             token = self._access_token(max_attempts=1)
-            response, _ = self._send(
+            response, _ = self._retry.run(
                 lambda: self._http("GET", settings.base_url + url_path, json=None, token=token),
                 what=f"GET {url_path}",
                 order_id=None,
@@ -436,7 +420,7 @@ class KiboHook(BaseHook):
             "client_secret": settings.client_secret,
             "grant_type": "client_credentials",
         }
-        response, _ = self._send(
+        response, _ = self._retry.run(
             lambda: self._http("POST", settings.auth_url, json=credentials),
             what="OAuth token request",
             order_id=None,
@@ -532,7 +516,7 @@ class KiboHook(BaseHook):
                 def send(token: str = token) -> requests.Response:
                     return self._http(method, url, json=json, token=token)
 
-                response, applied = self._send(
+                response, applied = self._retry.run(
                     send,
                     what=f"{method} {path}",
                     order_id=order_id,
@@ -557,156 +541,3 @@ class KiboHook(BaseHook):
                 raise error
             return response
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send(
-        self,
-        send: Callable[[], requests.Response],
-        *,
-        what: str,
-        order_id: int | None,
-        max_attempts: int | None = None,
-    ) -> tuple[requests.Response, bool]:
-        """
-        Apply the retry policy to one request.
-
-        Returns the last response (any status that is not retried, or the last retried one) and whether
-        an attempt may have reached Kibo and been applied (it timed out, lost its answer or got a 5xx).
-        Raises a :class:`KiboPreflightError` (``sent`` False) when nothing was sent: the hook was stopped,
-        the circuit is open, or Kibo asked to wait longer than ``max_retry_wait``.
-        """
-        attempts = max_attempts or self.settings.max_attempts
-        for_order = f" for order {order_id}" if order_id else ""
-        may_have_applied = False
-        sent = False
-        probe = self._admit(what, for_order, order_id)
-        started = time.monotonic()
-        try:
-            for attempt in range(1, attempts + 1):
-                if attempt > 1 and not probe and self._breaker.is_open:
-                    raise self._circuit_open_error(what, for_order, order_id)
-                self._wait_for_turn(what, for_order, order_id)
-                sent = True
-                retry_after: float | None = None
-                try:
-                    response = send()
-                except requests.RequestException as exc:
-                    failure = classify(exc)
-                    may_have_applied = may_have_applied or failure.reached_kibo
-                    self._raise_if_final(failure, attempt, attempts, started=started, what=what)
-                    problem = failure.description
-                    metrics.retry("transport")
-                else:
-                    may_have_applied = may_have_applied or response.status_code >= 500
-                    if self._final_answer(response, last=attempt == attempts, started=started, what=what):
-                        return response, may_have_applied
-                    problem = f"HTTP {response.status_code}"
-                    if response.status_code == 429:
-                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                    metrics.retry_status(response.status_code)
-                delay = self._backoff(attempt, retry_after)
-                self.log.warning(
-                    "%s%s: %s on attempt %d of %d; retrying in %.1f s",
-                    what,
-                    for_order,
-                    problem,
-                    attempt,
-                    attempts,
-                    delay,
-                )
-                if retry_after is not None:
-                    self._gate.pause(delay)  # every thread of this hook waits, not just this one
-                else:
-                    self._gate.sleep(delay)
-        except HookStopped:
-            stopped = KiboStoppedError(
-                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
-            )
-            stopped.sent, stopped.may_have_applied = sent, may_have_applied
-            raise stopped from None
-        except KiboError as exc:
-            exc.sent = exc.sent or sent
-            exc.may_have_applied = exc.may_have_applied or may_have_applied
-            raise
-        finally:
-            if probe:
-                self._breaker.end_probe()  # a probe that settled nothing must not block later ones
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _raise_if_final(
-        self, failure: TransportFailure, attempt: int, attempts: int, *, started: float, what: str
-    ) -> None:
-        """A transport failure ends the call when it is permanent or the attempts are used up."""
-        if failure.permanent:
-            raise self._permanent_transport_error(what, None, failure.description)
-        if attempt == attempts:
-            self._breaker.record_exhausted(started, f"{what}: {failure.description}")
-            raise KiboTransportError(f"{what} failed after {attempts} attempt(s): {failure.description}")
-
-    def _final_answer(self, response: requests.Response, *, last: bool, started: float, what: str) -> bool:
-        """Whether this answer ends the call (returned to the caller) rather than being retried."""
-        status = response.status_code
-        if status < 500:
-            self._breaker.record_answer()  # Kibo is up, whatever it said
-        if status not in RETRYABLE_STATUSES:
-            return True
-        if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after is not None and retry_after > self.longest_sleep:
-                # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
-                self._gate.pause(retry_after)
-                return True
-        if last:
-            if status >= 500:
-                self._breaker.record_exhausted(started, f"{what}: HTTP {status}")
-            return True
-        return False
-
-    def _admit(self, what: str, for_order: str, order_id: int | None) -> bool:
-        """Check the circuit before a call; True when this call is the probe after a cool-down."""
-        if self._gate.stopped:
-            raise KiboStoppedError(
-                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
-            )
-        was_open = self._breaker.is_open
-        if not self._breaker.allow():
-            raise self._circuit_open_error(what, for_order, order_id)
-        return was_open
-
-    def _circuit_open_error(self, what: str, for_order: str, order_id: int | None) -> KiboCircuitOpenError:
-        return KiboCircuitOpenError(
-            f"{what}{for_order} not sent: Kibo looks down (every request failed for a whole retry "
-            f"schedule; last: {self._breaker.reason})",
-            order_id=order_id,
-        )
-
-    def _wait_for_turn(self, what: str, for_order: str, order_id: int | None) -> None:
-        """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
-        try:
-            self._gate.wait(max_pause=self.longest_sleep)
-        except PausedTooLong as too_long:
-            remaining = too_long.remaining
-            raise KiboRateLimitWaitError(
-                f"{what}{for_order} not sent: Kibo asked to wait {remaining:.0f} s (Retry-After), longer "
-                f"than this task may sleep ({self.longest_sleep:g} s); it accepts calls again at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(time.time() + remaining))}",
-                retry_after=remaining,
-                resume_at=time.time() + remaining,
-                order_id=order_id,
-            ) from None
-
-    def _permanent_transport_error(self, what: str, order_id: int | None, description: str) -> KiboError:
-        if description.startswith("TLS error"):
-            return KiboTLSError(
-                f"{what} failed: {description}. The server's certificate is not trusted: point "
-                "REQUESTS_CA_BUNDLE at your CA bundle (a corporate proxy's CA, say) or fix the host name",
-                order_id=order_id,
-            )
-        error = KiboTransportError(f"{what} failed: {description}", order_id=order_id)
-        error.retryable = False
-        return error
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        settings = self.settings
-        if retry_after is not None:
-            return max(MIN_RETRY_WAIT, min(retry_after, settings.max_retry_wait))
-        return backoff(attempt, settings.backoff_base, settings.max_retry_wait)
