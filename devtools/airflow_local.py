@@ -239,6 +239,14 @@ class AirflowStack:
             raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
 
+    def add_connection(self, conn_id: str, connection: dict[str, Any]) -> None:
+        """Create a connection over the REST API, as the UI does; ``connection`` is in the JSON form of
+        an ``AIRFLOW_CONN_*`` variable (``extra`` a dict)."""
+        body = {"connection_id": conn_id, **connection}
+        if isinstance(body.get("extra"), dict):
+            body["extra"] = json.dumps(body["extra"])
+        self.api("POST", "/api/v2/connections", json=body)
+
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

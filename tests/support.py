@@ -14,10 +14,16 @@ CANCELED_ORDERS = range(2000, 2010)
 COMPLETED_ORDER = 3000
 
 
-def kibo_connection(emu: KiboEmulator, **extra: Any) -> dict[str, Any]:
-    """The JSON form of a `kibo` connection to the emulator; fast retries unless overridden."""
+def kibo_connection(emu: KiboEmulator | str, **extra: Any) -> dict[str, Any]:
+    """The JSON form of a `kibo` connection to the emulator (or its URL); fast retries unless overridden."""
     fields: dict[str, Any] = {"tenant_id": TENANT, "environment": "sandbox", "backoff_base": 0.05}
     fields.update(extra)
     login = fields.pop("login", APP_KEY)
     password = fields.pop("password", SHARED_SECRET)
-    return {"conn_type": "kibo", "login": login, "password": password, "host": emu.url, "extra": fields}
+    return {
+        "conn_type": "kibo",
+        "login": login,
+        "password": password,
+        "host": emu if isinstance(emu, str) else emu.url,
+        "extra": fields,
+    }

@@ -33,7 +33,7 @@ from devtools.distributed import (
     postgres_server,
     redis_server,
 )
-from tests.support import APP_KEY, SHARED_SECRET, TENANT
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
@@ -283,18 +283,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedStack
         emulator_args=("--tenant", TENANT, "--client-id", APP_KEY, "--client-secret", SHARED_SECRET),
     ) as running:
         print(f"\nstack up in {running.start_seconds:.0f} s (apt-get: {running.apt_seconds:.0f} s)")
-        running.airflow.api(
-            "POST",
-            "/api/v2/connections",
-            json={
-                "connection_id": "kibo_default",
-                "conn_type": "kibo",
-                "host": running.emulator_url,
-                "login": APP_KEY,
-                "password": SHARED_SECRET,
-                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
-            },
-        )
+        running.airflow.add_connection("kibo_default", kibo_connection(running.emulator_url))
         running.airflow.api(
             "POST", "/api/v2/pools", json={"name": "kibo_api", "slots": POOL_SLOTS, "include_deferred": False}
         )

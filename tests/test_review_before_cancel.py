@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import APP_KEY, SHARED_SECRET, TENANT
+from tests.support import kibo_connection
 
 EXAMPLES = Path(__file__).parent.parent / "example_dags"
 DAG_ID = "example_kibo_review_before_cancel"
@@ -67,18 +67,7 @@ def test_approved_cancels_the_reviewed_plan_and_rejected_cancels_nothing(
     env.home.mkdir()
     env.migrate()
     with AirflowStack(env) as stack:
-        stack.api(
-            "POST",
-            "/api/v2/connections",
-            json={
-                "connection_id": "kibo_default",
-                "conn_type": "kibo",
-                "host": emulator.url,
-                "login": APP_KEY,
-                "password": SHARED_SECRET,
-                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
-            },
-        )
+        stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(DAG_ID)
         stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
 

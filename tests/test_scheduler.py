@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import APP_KEY, SHARED_SECRET, TENANT
+from tests.support import TENANT, kibo_connection
 
 EXAMPLES = Path(__file__).parent.parent / "example_dags"
 DAG_ID = "example_kibo_cancel_order"
@@ -29,18 +29,7 @@ def test_single_order_dag_under_a_real_scheduler(
     env.home.mkdir()
     env.migrate()
     with AirflowStack(env) as stack:
-        stack.api(
-            "POST",
-            "/api/v2/connections",
-            json={
-                "connection_id": "kibo_default",
-                "conn_type": "kibo",
-                "host": emulator.url,
-                "login": APP_KEY,
-                "password": SHARED_SECRET,
-                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
-            },
-        )
+        stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(DAG_ID)
         stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
         run = stack.api(
@@ -76,18 +65,7 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
     env.home.mkdir()
     env.migrate()
     with AirflowStack(env) as stack:
-        stack.api(
-            "POST",
-            "/api/v2/connections",
-            json={
-                "connection_id": "kibo_default",
-                "conn_type": "kibo",
-                "host": emulator.url,
-                "login": APP_KEY,
-                "password": SHARED_SECRET,
-                "extra": json.dumps({"tenant_id": TENANT, "environment": "sandbox"}),
-            },
-        )
+        stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(producer)
         stack.wait_for_dag(consumer)
         assert stack.api("GET", f"/api/v2/dags/{consumer}/dagRuns")["dag_runs"] == []
