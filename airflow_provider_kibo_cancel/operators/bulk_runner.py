@@ -54,6 +54,9 @@ class BulkCancelOutcome:
     halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED or None
     halt_error: KiboError | None = None  # the error that made the run stop dispatching, when there is one
     resume_at: float | None = None  # with RATE_LIMITED: when Kibo accepts calls again (epoch seconds)
+    # Orders whose earlier attempt (before a deferral) may have been applied: found canceled when sent
+    # again, the cancel was most likely ours, as the hook decides within one call.
+    maybe_applied: set[int] = field(default_factory=set)
 
     @property
     def done(self) -> int:
@@ -177,7 +180,8 @@ class BulkRun:
                 self._forbidden_in_a_row = 0
                 if self._closed:
                     return
-                bucket = ALREADY_CANCELED if result.already_canceled else CANCELED
+                ours = request.order_id in self.outcome.maybe_applied
+                bucket = ALREADY_CANCELED if result.already_canceled and not ours else CANCELED
                 self.outcome.results[request.order_id] = bucket
                 if self.keep_orders:
                     self.outcome.orders[str(request.order_id)] = result.order
@@ -255,18 +259,26 @@ def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutco
     """
     What a deferred run carries to its resumption: settled order ids by bucket and the failures' short
     records, never orders. Orders refused with a 429 and those never sent are left out: they are sent
-    again after the wait.
+    again after the wait, and those whose earlier attempt may have been applied (a 5xx, then the 429)
+    are listed, so that finding them canceled then counts as this run's cancel.
     """
+    failed_ids = outcome.ids(requests, FAILED)
     failed = [
         {**entry, "error": entry["error"][:_STATE_ERROR_CHARS]}
-        for order_id in outcome.ids(requests, FAILED)
+        for order_id in failed_ids
         if not (entry := outcome.failures[order_id]).get("rate_limited")
+    ]
+    maybe_applied = [
+        order_id
+        for order_id in failed_ids
+        if (entry := outcome.failures[order_id]).get("rate_limited") and entry.get("may_have_applied")
     ]
     return {
         "elapsed": outcome.elapsed,
         CANCELED: outcome.ids(requests, CANCELED),
         ALREADY_CANCELED: outcome.ids(requests, ALREADY_CANCELED),
         FAILED: failed,
+        "maybe_applied": sorted(outcome.maybe_applied.union(maybe_applied)),
     }
 
 
@@ -279,6 +291,7 @@ def restore_outcome(state: dict[str, Any]) -> BulkCancelOutcome:
     for entry in state.get(FAILED, []):
         outcome.results[int(entry["order_id"])] = FAILED
         outcome.failures[int(entry["order_id"])] = entry
+    outcome.maybe_applied = {int(order_id) for order_id in state.get("maybe_applied", [])}
     return outcome
 
 

@@ -12,7 +12,8 @@ from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOpera
 
 @dag(schedule=None, catchup=False, tags=["test"])
 def kibo_deferral() -> None:
-    # The emulator answers 429 with Retry-After: 3 to order 1500, 1620 and 1680 (once each).
+    # The emulator answers 429 with Retry-After: 3 to order 1500, 1620 and 1680 (once each), and to 1640
+    # after applying its cancel and dropping the answer.
     CancelOrderOperator(
         task_id="single",
         order_id=1500,
