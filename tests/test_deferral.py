@@ -26,6 +26,8 @@ def deferral_run(airflow_env: AirflowEnv) -> Iterator[Run]:
         for order_id in (1500, 1620, 1680):
             emu.inject("status", status=429, retry_after="3", order_id=order_id)
         emu.inject("status", status=429, retry_after="5", order_id=1501)
+        emu.inject("drop_after_apply", order_id=1502)
+        emu.inject("status", status=429, retry_after="3", order_id=1502)
         # Order 1640's cancel is applied but its answer lost, then its retry meets a 429 (Retry-After: 3):
         # re-sent after the deferral, it is found canceled, and the cancel was this run's.
         emu.inject("drop_after_apply", order_id=1640)
@@ -50,6 +52,17 @@ def test_a_deferrable_cancel_defers_resumes_and_cancels_once(deferral_run: Run) 
     sent = [r.received_at for r in emu.requests_to("cancel") if r.body["orderId"] == 1500]
     assert len(sent) == 2 and sent[1] - sent[0] >= 2.9  # the 429, then the resumed worker's cancel
     assert "Kibo asked to wait 3 s (Retry-After): deferring until" in result.output
+
+
+def test_a_cancel_applied_before_the_wait_is_reported_as_this_tasks(deferral_run: Run) -> None:
+    result, emu = deferral_run
+    task = "single_applied_before_the_wait"
+    assert result.state(task) == "success", result.output[-3000:]
+    assert result.xcom[(task, -1)]["orderStatus"] == "CANCELED"
+    assert emu.cancels_applied(1502) == 1
+    assert len(cancels_of(emu, range(1502, 1503))) == 3  # answer lost, the 429, the resumed worker's 409
+    assert "Order 1502: orderStatus CANCELED" in result.output
+    assert "Order 1502 was canceled already" not in result.output
 
 
 def test_a_deferrable_bulk_run_resumes_with_only_the_orders_left(deferral_run: Run) -> None:

@@ -117,16 +117,23 @@ class CancelOrderOperator(BaseOperator):
                 wait = exc.retry_after
                 if not self.deferrable or wait is None or wait <= hook.longest_sleep:
                     raise
+                # An attempt that may have been applied (a timeout or 5xx before the 429) is remembered:
+                # found canceled after the wait, the cancel was most likely this task's.
+                maybe_applied = bool(state.get("may_have_applied")) or exc.may_have_applied
                 defer_until_kibo_accepts(
-                    self, wait=wait, state=state, max_deferred_wait=self.max_deferred_wait
+                    self,
+                    wait=wait,
+                    state={**state, "may_have_applied": maybe_applied},
+                    max_deferred_wait=self.max_deferred_wait,
                 )
         except KiboError as exc:
             metrics.cancel_error(exc)
             fail_task_unless_retryable(exc)
             raise
-        metrics.cancel_outcome("already_canceled" if result.already_canceled else "canceled")
+        already_canceled = result.already_canceled and not state.get("may_have_applied")
+        metrics.cancel_outcome("already_canceled" if already_canceled else "canceled")
         order = result.order
-        if result.already_canceled:
+        if already_canceled:
             self.log.info("Order %s was canceled already; nothing to do", request.order_id)
         else:
             self.log.info(
@@ -137,6 +144,6 @@ class CancelOrderOperator(BaseOperator):
             self.outlets,
             hook.settings.tenant_id,
             request.order_id,
-            already_canceled=result.already_canceled,
+            already_canceled=already_canceled,
         )
         return order

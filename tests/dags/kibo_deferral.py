@@ -29,6 +29,14 @@ def kibo_deferral() -> None:
         deferrable=True,
         defer_threshold=1,
     )
+    # Order 1502's cancel is applied but its answer lost, then its retry meets a 429 (Retry-After: 3).
+    CancelOrderOperator(
+        task_id="single_applied_before_the_wait",
+        order_id=1502,
+        disposition_reason="created_by_mistake",
+        deferrable=True,
+        defer_threshold=1,
+    )
     # Retry-After: 5 for order 1501, but only 2 s of deferral allowed in all.
     CancelOrderOperator(
         task_id="over_budget",
