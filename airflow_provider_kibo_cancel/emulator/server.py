@@ -10,28 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import re
 import secrets
-import socket
 import ssl
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 
+from airflow_provider_kibo_cancel.emulator.handler import KiboRequestHandler, kibo_error
 from airflow_provider_kibo_cancel.emulator.record import (
     RECORD_LIMIT,
     RecordedRequest,
     Redactor,
     warn_if_exposed,
 )
-from airflow_provider_kibo_cancel.models import CANCEL_PATH, OAUTH_PATH
 
 Endpoint = Literal["oauth", "cancel", "get_order"]
 FaultKind = Literal[
@@ -60,10 +55,8 @@ KNOWN_REASONS = frozenset(
         "inventory_unavailable",
     }
 )
-_ORDER_PATH = re.compile(r"^/api/v2/order/(\d+)$")
 # Not 8080: that is the Airflow API server's default, and both often run on one machine.
 DEFAULT_PORT = 8090
-_CONTROL_PREFIX = "/_emulator/"
 
 
 @dataclass
@@ -277,7 +270,7 @@ class KiboEmulator:
 
     def _bind(self, host: str, port: int) -> ThreadingHTTPServer:
         warn_if_exposed(host)
-        handler = type("BoundHandler", (_Handler,), {"emulator": self})
+        handler = type("BoundHandler", (KiboRequestHandler,), {"emulator": self})
         server = ThreadingHTTPServer((host, port), handler)
         server.daemon_threads = True
         return server
@@ -349,10 +342,10 @@ class KiboEmulator:
 
     def _issue_token(self, body: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or body.get("grant_type") != "client_credentials":
-            return 400, _error("grant_type must be client_credentials", "INVALID_REQUEST_DATA")
+            return 400, kibo_error("grant_type must be client_credentials", "INVALID_REQUEST_DATA")
         client_id, secret = body.get("client_id"), body.get("client_secret")
         if not isinstance(client_id, str) or self.clients.get(client_id) != secret:
-            return 401, _error("Invalid application key or shared secret", "UNAUTHORIZED")
+            return 401, kibo_error("Invalid application key or shared secret", "UNAUTHORIZED")
         token, refresh_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         now = time.monotonic()
         with self._lock:
@@ -374,27 +367,27 @@ class KiboEmulator:
         with self._lock:
             expiry = self._state.tokens.get(token) if token else None
         if expiry is None or expiry <= time.monotonic():
-            return 401, _error("Missing, invalid or expired access token", "UNAUTHORIZED")
+            return 401, kibo_error("Missing, invalid or expired access token", "UNAUTHORIZED")
         tenant = headers.get("x-vol-tenant")
         if not tenant:
-            return 400, _error("x-vol-tenant header is required", "GENERIC_BAD_REQUEST")
+            return 400, kibo_error("x-vol-tenant header is required", "GENERIC_BAD_REQUEST")
         if tenant not in self.tenants:
-            return 403, _error(f"Tenant {tenant} is not authorized for this application", "FORBIDDEN")
+            return 403, kibo_error(f"Tenant {tenant} is not authorized for this application", "FORBIDDEN")
         return None
 
     def _cancel(self, body: Any) -> tuple[int, dict[str, Any]]:
         problems = _cancel_problems(body)
         if problems:
-            return 400, _error("Validation error", "INVALID_REQUEST_DATA", problems)
+            return 400, kibo_error("Validation error", "INVALID_REQUEST_DATA", problems)
         order_id = body["orderId"]
         with self._lock:
             order = self._state.orders.get(order_id)
             if order is None:
-                return 404, _error(f"Order {order_id} not found", "GENERIC_NOT_FOUND")
+                return 404, kibo_error(f"Order {order_id} not found", "GENERIC_NOT_FOUND")
             if order["orderStatus"] == "CANCELED":
-                return 409, _error(f"Order {order_id} is already canceled", "ORDER_ALREADY_CANCELED")
+                return 409, kibo_error(f"Order {order_id} is already canceled", "ORDER_ALREADY_CANCELED")
             if order["orderStatus"] != "OPEN":
-                return 409, _error(
+                return 409, kibo_error(
                     f"Order {order_id} cannot be canceled in status {order['orderStatus']}",
                     "INVALID_ORDER_STATE",
                 )
@@ -409,7 +402,7 @@ class KiboEmulator:
         with self._lock:
             order = self._state.orders.get(order_id)
         if order is None:
-            return 404, _error(f"Order {order_id} not found", "GENERIC_NOT_FOUND")
+            return 404, kibo_error(f"Order {order_id} not found", "GENERIC_NOT_FOUND")
         return 200, order
 
     def _control(self, method: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -431,16 +424,7 @@ class KiboEmulator:
         if method == "POST" and name == "latency" and isinstance(body, dict):
             self.latency = float(body["seconds"])
             return 200, {}
-        return 404, _error(f"Unknown control endpoint {method} {name}", "GENERIC_NOT_FOUND")
-
-
-def _error(message: str, code: str, items: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "message": message,
-        "errorCode": code,
-        "applicationName": "Kibo Emulator",
-        "items": [{"errorCode": code, "message": item} for item in items or []],
-    }
+        return 404, kibo_error(f"Unknown control endpoint {method} {name}", "GENERIC_NOT_FOUND")
 
 
 def _cancel_problems(body: Any) -> list[str]:
@@ -465,208 +449,3 @@ def _cancel_problems(body: Any) -> list[str]:
     elif other is not None:
         problems.append("dispositionOtherReason is only used when dispositionReason is other")
     return problems
-
-
-class _Handler(BaseHTTPRequestHandler):
-    emulator: KiboEmulator
-    protocol_version = "HTTP/1.1"  # keep-alive, as Kibo's hosts do
-    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm meets the
-    # client's delayed ACK and adds ~40 ms to every keep-alive request.
-    disable_nagle_algorithm = True
-    server_version = "KiboEmulator"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests are recorded, not printed
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def _handle(self) -> None:
-        emulator = self.emulator
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        path = self.path.split("?", 1)[0]
-        headers = {k.lower(): v for k, v in self.headers.items()}
-
-        if path.startswith(_CONTROL_PREFIX):
-            status, payload = emulator._control(self.command, path[len(_CONTROL_PREFIX) :], body)
-            self._reply(status, payload)
-            return
-
-        endpoint, order_id = self._route(path)
-        if endpoint == "cancel":
-            with emulator._cancel_in_flight():
-                self._serve_api(endpoint, order_id, path, headers, body)
-            return
-        self._serve_api(endpoint, order_id, path, headers, body)
-
-    def _serve_api(
-        self, endpoint: str, order_id: int | None, path: str, headers: dict[str, str], body: Any
-    ) -> None:
-        emulator = self.emulator
-        emulator._record(
-            RecordedRequest(endpoint, self.command, path, headers, body, time.time(), self.client_address[1])
-        )
-        if emulator.latency:
-            time.sleep(emulator.latency)
-        allowed = {"oauth": "POST", "cancel": "POST", "get_order": "GET"}.get(endpoint)
-        if allowed is None:
-            self._reply(404, _error(f"No route for {path}", "GENERIC_NOT_FOUND"))
-            return
-        if self.command != allowed:
-            self._reply(405, _error(f"{self.command} is not allowed on {path}", "METHOD_NOT_ALLOWED"))
-            return
-
-        if endpoint == "cancel" and isinstance(body, dict) and isinstance(body.get("orderId"), int):
-            order_id = body["orderId"]
-        fault = emulator._take_fault(endpoint, order_id)
-        if fault is not None and self._reply_fault_before(fault):
-            return
-
-        if endpoint == "oauth":
-            if headers.get("content-type", "").split(";")[0] != "application/json":
-                self._reply(400, _error("Content-Type must be application/json", "GENERIC_BAD_REQUEST"))
-                return
-            status, payload = emulator._issue_token(body)
-            if fault is not None and fault.kind == "token_fields" and status == 200:
-                payload = {**payload, **(fault.fields or {})}
-                payload = {key: value for key, value in payload.items() if value is not None}
-            self._reply_or_truncate(fault, status, payload)
-            return
-        denied = emulator._authorize(headers)
-        if denied:
-            self._reply(*denied)
-            return
-        if endpoint == "get_order":
-            assert order_id is not None
-            self._reply(*emulator._get_order(order_id))
-            return
-
-        if headers.get("content-type", "").split(";")[0] != "application/json":
-            self._reply(400, _error("Content-Type must be application/json", "GENERIC_BAD_REQUEST"))
-            return
-        status, payload = emulator._cancel(body)
-        self._reply_after_apply(fault, status, payload)
-
-    def _reply_fault_before(self, fault: Fault) -> bool:
-        """Faults that strike before the request is handled; True when this one replied already."""
-        if fault.kind == "latency":
-            time.sleep(fault.delay)
-        elif fault.kind == "status":
-            self._reply_fault_status(fault)
-            return True
-        elif fault.kind == "drop":
-            self._drop()
-            return True
-        elif fault.kind == "redirect":
-            # What a misconfigured proxy or an http->https hop does; ``status`` picks 301/302/307/308.
-            status = fault.status if 300 <= fault.status < 400 else 307
-            self._reply(status, None, raw=b"", extra_headers={"Location": "https://elsewhere.invalid/x"})
-            return True
-        elif fault.kind == "html":
-            self._reply(
-                fault.status if fault.status < 500 else 200,
-                None,
-                raw=b"<html><body><h1>Maintenance</h1></body></html>",
-                content_type="text/html",
-            )
-            return True
-        return False
-
-    def _reply_after_apply(self, fault: Fault | None, status: int, payload: dict[str, Any]) -> None:
-        """The cancel's answer, spoiled by a fault that strikes after the cancel was applied."""
-        if fault is not None and status == 200:
-            if fault.kind == "slow_after_apply":
-                time.sleep(fault.delay)  # the cancel is applied; the client gives up waiting
-            elif fault.kind == "drop_after_apply":
-                self._drop()
-                return
-            elif fault.kind == "truncated_after_apply":
-                self._reply_truncated(payload)
-                return
-            elif fault.kind == "undecodable_after_apply":
-                self._reply(200, None, raw=b"not gzip at all", extra_headers={"Content-Encoding": "gzip"})
-                return
-            elif fault.kind == "wrong_order":
-                payload = {**payload, "orderID": payload["orderID"] + 1}
-        self._reply_or_truncate(fault, status, payload)
-
-    def _reply_or_truncate(self, fault: Fault | None, status: int, payload: dict[str, Any]) -> None:
-        if fault is not None and fault.kind == "truncated" and status == 200:
-            self._reply(status, None, raw=json.dumps(payload).encode()[: fault.size])
-        else:
-            self._reply(status, payload)
-
-    @staticmethod
-    def _route(path: str) -> tuple[str, int | None]:
-        if path == OAUTH_PATH:
-            return "oauth", None
-        if path == CANCEL_PATH:
-            return "cancel", None
-        match = _ORDER_PATH.match(path)
-        if match:
-            return "get_order", int(match.group(1))
-        return "unknown", None
-
-    def _reply_fault_status(self, fault: Fault) -> None:
-        if fault.status == 429:
-            # As Kibo does: an empty body, Retry-After and a correlation id.
-            self._reply(429, None, raw=b"", extra_headers={"Retry-After": fault.retry_after or "1"})
-        else:
-            code = "GENERIC_UNAVAILABLE" if fault.status >= 500 else "GENERIC_BAD_REQUEST"
-            self._reply(fault.status, _error(HTTPStatus(fault.status).phrase, code))
-
-    def _reply_truncated(self, payload: dict[str, Any]) -> None:
-        """Headers promise the whole body; half of it arrives and the connection closes (a proxy cut)."""
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with contextlib.suppress(OSError):
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-        self._drop()
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _reply(
-        self,
-        status: int,
-        payload: dict[str, Any] | None,
-        *,
-        raw: bytes | None = None,
-        content_type: str = "application/json",
-        extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        correlation = uuid.uuid4().hex
-        if payload is not None and status >= 400:
-            payload = {**payload, "correlationId": correlation}
-        data = raw if raw is not None else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-vol-correlation", correlation)
-            for name, value in (extra_headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
