@@ -40,14 +40,19 @@ def _settled(emu: KiboEmulator) -> dict[str, int]:
 
 
 def test_in_flight_counts_concurrent_cancels_and_resets() -> None:
-    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=0.3) as emu:
+    # Each cancel is held 1 s, and the three start together: they overlap even on a loaded machine
+    # (with 0.3 s, a CI run under load saw the third arrive after the first had left).
+    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=1.0) as emu:
         emu.add_orders(range(1000, 1010))
         token = _token(emu.url)
         statuses: list[int] = []
-        threads = [
-            threading.Thread(target=lambda i=i: statuses.append(_cancel(emu.url, token, 1000 + i)))
-            for i in range(3)
-        ]
+        start = threading.Barrier(3)
+
+        def cancel(order_id: int) -> None:
+            start.wait()
+            statuses.append(_cancel(emu.url, token, order_id))
+
+        threads = [threading.Thread(target=cancel, args=(1000 + i,)) for i in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
