@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import weakref
 
 import pytest
 import requests
@@ -220,3 +222,19 @@ def test_test_connection_names_a_bad_configuration(monkeypatch: pytest.MonkeyPat
     ok, message = KiboHook().test_connection()
     assert not ok
     assert "tenant_id' is required" in message
+
+
+def test_a_dropped_hook_is_freed_at_once(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No reference cycle through the hook: code that makes a hook per call frees each hook's session
+    and its keep-alive socket when the hook goes, not whenever the cycle collector runs."""
+    use_connection(monkeypatch, emulator)
+    hook = KiboHook()
+    hook.get_order(1001)
+    session = weakref.ref(hook.session)
+    dropped = weakref.ref(hook)
+    gc.disable()
+    try:
+        del hook
+        assert dropped() is None and session() is None
+    finally:
+        gc.enable()

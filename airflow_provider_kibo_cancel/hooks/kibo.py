@@ -38,7 +38,7 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     excerpt,
     order_from,
 )
-from airflow_provider_kibo_cancel.hooks.retry import RetryPolicy
+from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
     CANCELED_STATUS,
@@ -130,6 +130,7 @@ class KiboHook(BaseHook):
         max_sleep: float | None = None,
     ) -> None:
         super().__init__()
+        self._max_sleep = max_sleep
         self.kibo_conn_id = kibo_conn_id
         self._overrides = {
             "timeout": timeout,
@@ -139,9 +140,8 @@ class KiboHook(BaseHook):
         }
         self._pool_size = pool_size
         # One policy per hook, so every thread shares its 429 pause, circuit breaker and stop.
-        self._retry = RetryPolicy(
-            lambda: self.settings, self.log, requests_per_second=requests_per_second, max_sleep=max_sleep
-        )
+        # It holds no reference to the hook: a dropped hook frees its session and sockets at once.
+        self._retry = RetryPolicy(self.log, requests_per_second=requests_per_second)
         self._token_lock = threading.Lock()
         self._token: _Token | None = None
         # Refused credentials are final for this hook: every later call fails with the same error.
@@ -184,6 +184,17 @@ class KiboHook(BaseHook):
                 ", ".join(settings.insecure_urls),
             )
         return settings
+
+    @cached_property
+    def _retry_limits(self) -> RetryLimits:
+        settings = self.settings
+        limit = settings.max_retry_wait
+        return RetryLimits(
+            max_attempts=settings.max_attempts,
+            backoff_base=settings.backoff_base,
+            max_retry_wait=limit,
+            longest_sleep=limit if self._max_sleep is None else min(limit, self._max_sleep),
+        )
 
     @property
     def session(self) -> requests.Session:
@@ -288,7 +299,7 @@ class KiboHook(BaseHook):
     @property
     def longest_sleep(self) -> float:
         """The longest Kibo-requested wait this hook sleeps through; longer ones fail at once."""
-        return self._retry.longest_sleep
+        return self._retry_limits.longest_sleep
 
     def rate_limit_wait(self) -> float:
         """Seconds until Kibo accepts calls again after a 429 (0 when no pause is in force)."""
@@ -323,6 +334,7 @@ class KiboHook(BaseHook):
             token = self._access_token(max_attempts=1)
             response, _ = self._retry.run(
                 lambda: self._http("GET", settings.base_url + url_path, json=None, token=token),
+                limits=self._retry_limits,
                 what=f"GET {url_path}",
                 order_id=None,
                 max_attempts=1,
@@ -422,6 +434,7 @@ class KiboHook(BaseHook):
         }
         response, _ = self._retry.run(
             lambda: self._http("POST", settings.auth_url, json=credentials),
+            limits=self._retry_limits,
             what="OAuth token request",
             order_id=None,
             max_attempts=max_attempts,
@@ -518,6 +531,7 @@ class KiboHook(BaseHook):
 
                 response, applied = self._retry.run(
                     send,
+                    limits=self._retry_limits,
                     what=f"{method} {path}",
                     order_id=order_id,
                     max_attempts=max_attempts,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import requests
 
@@ -35,9 +36,6 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     retry_after_seconds,
 )
 
-if TYPE_CHECKING:
-    from airflow_provider_kibo_cancel.models import KiboConnectionSettings
-
 
 class _Log(Protocol):
     """The hook's logger (stdlib's or the Task SDK's), so retries show up under the hook's name."""
@@ -45,38 +43,34 @@ class _Log(Protocol):
     def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
+@dataclass(frozen=True)
+class RetryLimits:
+    """The connection's retry settings, read once the hook has its connection."""
+
+    max_attempts: int
+    backoff_base: float
+    max_retry_wait: float
+    longest_sleep: float  # the longest Retry-After slept through; a longer one fails the call at once
+
+
 class RetryPolicy:
     """
     Attempts, backoff, 429 pauses and the circuit breaker for one hook, shared by all its threads.
 
-    ``settings`` is called when a limit is needed, not at construction: the hook reads its connection
-    lazily, and :meth:`stop` must work before (or without) a connection.
+    The limits come with each call rather than at construction: the hook reads its connection lazily,
+    and :meth:`Gate.stop` must work before (or without) a connection.
     """
 
-    def __init__(
-        self,
-        settings: Callable[[], KiboConnectionSettings],
-        log: _Log,
-        *,
-        requests_per_second: float | None = None,
-        max_sleep: float | None = None,
-    ) -> None:
-        self._settings = settings
+    def __init__(self, log: _Log, *, requests_per_second: float | None = None) -> None:
         self._log = log
-        self._max_sleep = max_sleep
         self.gate = Gate(requests_per_second)
         self.breaker = CircuitBreaker()
-
-    @property
-    def longest_sleep(self) -> float:
-        """The longest Kibo-requested wait slept through; longer ones fail at once."""
-        limit = self._settings().max_retry_wait
-        return limit if self._max_sleep is None else min(limit, self._max_sleep)
 
     def run(
         self,
         send: Callable[[], requests.Response],
         *,
+        limits: RetryLimits,
         what: str,
         order_id: int | None,
         max_attempts: int | None = None,
@@ -89,7 +83,7 @@ class RetryPolicy:
         Raises a :class:`KiboPreflightError` (``sent`` False) when nothing was sent: the hook was stopped,
         the circuit is open, or Kibo asked to wait longer than ``max_retry_wait``.
         """
-        attempts = max_attempts or self._settings().max_attempts
+        attempts = max_attempts or limits.max_attempts
         for_order = f" for order {order_id}" if order_id else ""
         may_have_applied = False
         sent = False
@@ -99,7 +93,7 @@ class RetryPolicy:
             for attempt in range(1, attempts + 1):
                 if attempt > 1 and not probe and self.breaker.is_open:
                     raise self._circuit_open_error(what, for_order, order_id)
-                self._wait_for_turn(what, for_order, order_id)
+                self._wait_for_turn(limits.longest_sleep, what, for_order, order_id)
                 sent = True
                 retry_after: float | None = None
                 try:
@@ -112,13 +106,14 @@ class RetryPolicy:
                     metrics.retry("transport")
                 else:
                     may_have_applied = may_have_applied or response.status_code >= 500
-                    if self._final_answer(response, last=attempt == attempts, started=started, what=what):
+                    last = attempt == attempts
+                    if self._final_answer(response, limits, last=last, started=started, what=what):
                         return response, may_have_applied
                     problem = f"HTTP {response.status_code}"
                     if response.status_code == 429:
                         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                     metrics.retry_status(response.status_code)
-                delay = self._backoff(attempt, retry_after)
+                delay = _backoff(limits, attempt, retry_after)
                 self._log.warning(
                     "%s%s: %s on attempt %d of %d; retrying in %.1f s",
                     what,
@@ -157,7 +152,9 @@ class RetryPolicy:
             self.breaker.record_exhausted(started, f"{what}: {failure.description}")
             raise KiboTransportError(f"{what} failed after {attempts} attempt(s): {failure.description}")
 
-    def _final_answer(self, response: requests.Response, *, last: bool, started: float, what: str) -> bool:
+    def _final_answer(
+        self, response: requests.Response, limits: RetryLimits, *, last: bool, started: float, what: str
+    ) -> bool:
         """Whether this answer ends the call (returned to the caller) rather than being retried."""
         status = response.status_code
         if status < 500:
@@ -166,7 +163,7 @@ class RetryPolicy:
             return True
         if status == 429:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after is not None and retry_after > self.longest_sleep:
+            if retry_after is not None and retry_after > limits.longest_sleep:
                 # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
                 self.gate.pause(retry_after)
                 return True
@@ -194,9 +191,8 @@ class RetryPolicy:
             order_id=order_id,
         )
 
-    def _wait_for_turn(self, what: str, for_order: str, order_id: int | None) -> None:
+    def _wait_for_turn(self, longest_sleep: float, what: str, for_order: str, order_id: int | None) -> None:
         """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
-        longest_sleep = self.longest_sleep
         try:
             self.gate.wait(max_pause=longest_sleep)
         except PausedTooLong as too_long:
@@ -210,11 +206,11 @@ class RetryPolicy:
                 order_id=order_id,
             ) from None
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        settings = self._settings()
-        if retry_after is not None:
-            return max(MIN_RETRY_WAIT, min(retry_after, settings.max_retry_wait))
-        return backoff(attempt, settings.backoff_base, settings.max_retry_wait)
+
+def _backoff(limits: RetryLimits, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return max(MIN_RETRY_WAIT, min(retry_after, limits.max_retry_wait))
+    return backoff(attempt, limits.backoff_base, limits.max_retry_wait)
 
 
 def _permanent_transport_error(what: str, description: str) -> KiboError:
