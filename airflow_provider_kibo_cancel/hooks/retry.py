@@ -106,12 +106,14 @@ class RetryPolicy:
                     metrics.retry("transport")
                 else:
                     may_have_applied = may_have_applied or response.status_code >= 500
-                    last = attempt == attempts
-                    if self._final_answer(response, limits, last=last, started=started, what=what):
-                        return response, may_have_applied
-                    problem = f"HTTP {response.status_code}"
                     if response.status_code == 429:
                         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    last = attempt == attempts
+                    if self._final_answer(
+                        response, limits, retry_after, last=last, started=started, what=what
+                    ):
+                        return response, may_have_applied
+                    problem = f"HTTP {response.status_code}"
                     metrics.retry_status(response.status_code)
                 delay = _backoff(limits, attempt, retry_after)
                 self._log.warning(
@@ -153,20 +155,28 @@ class RetryPolicy:
             raise KiboTransportError(f"{what} failed after {attempts} attempt(s): {failure.description}")
 
     def _final_answer(
-        self, response: requests.Response, limits: RetryLimits, *, last: bool, started: float, what: str
+        self,
+        response: requests.Response,
+        limits: RetryLimits,
+        retry_after: float | None,
+        *,
+        last: bool,
+        started: float,
+        what: str,
     ) -> bool:
-        """Whether this answer ends the call (returned to the caller) rather than being retried."""
+        """
+        Whether this answer ends the call (returned to the caller) rather than being retried;
+        ``retry_after`` is a 429's Retry-After in seconds, as parsed once by the caller.
+        """
         status = response.status_code
         if status < 500:
             self.breaker.record_answer()  # Kibo is up, whatever it said
         if status not in RETRYABLE_STATUSES:
             return True
-        if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after is not None and retry_after > limits.longest_sleep:
-                # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
-                self.gate.pause(retry_after)
-                return True
+        if status == 429 and retry_after is not None and retry_after > limits.longest_sleep:
+            # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
+            self.gate.pause(retry_after)
+            return True
         if last:
             if status >= 500:
                 self.breaker.record_exhausted(started, f"{what}: HTTP {status}")
