@@ -262,23 +262,20 @@ def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutco
     again after the wait, and those whose earlier attempt may have been applied (a 5xx, then the 429)
     are listed, so that finding them canceled then counts as this run's cancel.
     """
-    failed_ids = outcome.ids(requests, FAILED)
-    failed = [
-        {**entry, "error": entry["error"][:_STATE_ERROR_CHARS]}
-        for order_id in failed_ids
-        if not (entry := outcome.failures[order_id]).get("rate_limited")
-    ]
-    maybe_applied = [
-        order_id
-        for order_id in failed_ids
-        if (entry := outcome.failures[order_id]).get("rate_limited") and entry.get("may_have_applied")
-    ]
+    failed: list[dict[str, Any]] = []
+    maybe_applied = set(outcome.maybe_applied)
+    for order_id in outcome.ids(requests, FAILED):
+        entry = outcome.failures[order_id]
+        if not entry.get("rate_limited"):
+            failed.append({**entry, "error": entry["error"][:_STATE_ERROR_CHARS]})
+        elif entry.get("may_have_applied"):
+            maybe_applied.add(order_id)
     return {
         "elapsed": outcome.elapsed,
         CANCELED: outcome.ids(requests, CANCELED),
         ALREADY_CANCELED: outcome.ids(requests, ALREADY_CANCELED),
         FAILED: failed,
-        "maybe_applied": sorted(outcome.maybe_applied.union(maybe_applied)),
+        "maybe_applied": sorted(maybe_applied),
     }
 
 
