@@ -53,6 +53,25 @@ def _describe_item(item: Any, top_code: str | None) -> str:
     return f"{code}: {message}" if code and code != top_code else str(message)
 
 
+_BASE_FIELDS = (
+    "status",
+    "error_code",
+    "kibo_message",
+    "order_id",
+    "correlation_id",
+    "items",
+    "additional_error_data",
+    "sent",
+    "may_have_applied",
+    "retryable",
+    "rate_limited",
+)
+
+
+def _base(fields: dict[str, Any]) -> dict[str, Any]:
+    return {name: fields[name] for name in _BASE_FIELDS if name in fields}
+
+
 def _describe_additional(data: Any) -> str:
     """Kibo's ``additionalErrorData``: a list of ``{"name", "value"}`` pairs, or anything else as JSON."""
     if isinstance(data, list) and all(isinstance(d, dict) and "name" in d for d in data):
@@ -87,19 +106,60 @@ class KiboError(Exception):
         correlation_id: str | None = None,
         items: list[Any] | None = None,
         additional_error_data: Any = None,
+        sent: bool | None = None,
+        may_have_applied: bool = False,
+        retryable: bool | None = None,
+        rate_limited: bool | None = None,
     ) -> None:
+        # Everything is given here, once: an error is never changed after it was raised. A caller that
+        # knows more (the order, what was sent) builds a new one with :meth:`replace`.
+        self._fields: dict[str, Any] = {
+            "status": status,
+            "error_code": error_code,
+            "kibo_message": kibo_message,
+            "order_id": order_id,
+            "correlation_id": correlation_id,
+            "items": items,
+            "additional_error_data": additional_error_data,
+            "sent": sent,
+            "may_have_applied": may_have_applied,
+            "retryable": retryable,
+            "rate_limited": rate_limited,
+        }
         self.message = message
         self.status = status
         self.error_code = error_code
         self.kibo_message = kibo_message
         self.order_id = order_id
         self.correlation_id = correlation_id
+        if sent is not None:
+            self.sent = sent
+        self.may_have_applied = may_have_applied
+        if retryable is not None:
+            self.retryable = retryable
+        if rate_limited is not None:
+            self.rate_limited = rate_limited
         #: Kibo's ``items`` (one entry per problem, e.g. each failed validation rule), bounded.
         self.items: list[Any] = _bounded(list(items or []))
         self._items_given = len(items or [])
         #: Kibo's ``additionalErrorData`` as it sent it (usually ``[{"name", "value"}]``), bounded.
         self.additional_error_data: Any = _bounded(additional_error_data)
         super().__init__(self._render())
+
+    def replace(self, message: str | None = None, **changes: Any) -> KiboError:
+        """A new error of the same kind with some fields changed (urllib3's ``Retry.new()`` idea)."""
+        fields = {**self._fields, **self._own_fields(), **changes}
+        error = type(self).__new__(type(self))
+        KiboError.__init__(error, self.message if message is None else message, **_base(fields))
+        error._set_own_fields(fields)
+        return error
+
+    def _own_fields(self) -> dict[str, Any]:
+        """A subclass's own constructor fields, for :meth:`replace`."""
+        return {}
+
+    def _set_own_fields(self, fields: dict[str, Any]) -> None:
+        """Set a subclass's own fields on a copy made by :meth:`replace`."""
 
     def to_dict(self) -> dict[str, Any]:
         """The error as plain JSON-serializable data, e.g. for a bulk summary's ``failed`` entries."""
@@ -144,22 +204,27 @@ class KiboError(Exception):
             details.append(f"correlation id {self.correlation_id}")
         return f"{self.message} ({'; '.join(details)})" if details else self.message
 
-    def replace_kibo_message(self, kibo_message: str | None) -> None:
-        """Swap what Kibo said (e.g. for a text that may not be shown) and render the message again."""
-        self.kibo_message = kibo_message
-        self.args = (self._render(),)
-
 
 class KiboValidationError(KiboError, ValueError):
     """Input to a cancel failed the contract's rules; nothing was sent."""
+
+    sent = False
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("Invalid cancel request, nothing was sent: " + "; ".join(problems))
 
+    def _own_fields(self) -> dict[str, Any]:
+        return {"problems": self.problems}
+
+    def _set_own_fields(self, fields: dict[str, Any]) -> None:
+        self.problems = fields["problems"]
+
 
 class KiboConfigurationError(KiboError):
     """The Kibo connection is missing or misconfigured; nothing was sent."""
+
+    sent = False
 
 
 class KiboApiError(KiboError):
@@ -191,8 +256,17 @@ class KiboRateLimitError(KiboApiError):
 
     retryable = True
     rate_limited = True
-    #: Seconds Kibo asked to wait (its Retry-After), when it gave one.
-    retry_after: float | None = None
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
+        #: Seconds Kibo asked to wait (its Retry-After), when it gave one.
+        self.retry_after = retry_after
+        super().__init__(message, **fields)
+
+    def _own_fields(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
+
+    def _set_own_fields(self, fields: dict[str, Any]) -> None:
+        self.retry_after = fields.get("retry_after")
 
 
 class KiboServerError(KiboApiError):
@@ -241,11 +315,17 @@ class KiboRateLimitWaitError(KiboPreflightError):
     retryable = True
     rate_limited = True
 
-    def __init__(self, message: str, *, retry_after: float, resume_at: float, order_id: int | None = None):
+    def __init__(self, message: str, *, retry_after: float, resume_at: float, **fields: Any) -> None:
         #: Seconds still to wait when raised, and the wall-clock time (epoch seconds) Kibo accepts calls.
         self.retry_after = retry_after
         self.resume_at = resume_at
-        super().__init__(message, order_id=order_id)
+        super().__init__(message, **fields)
+
+    def _own_fields(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after, "resume_at": self.resume_at}
+
+    def _set_own_fields(self, fields: dict[str, Any]) -> None:
+        self.retry_after, self.resume_at = fields["retry_after"], fields["resume_at"]
 
 
 class KiboResponseError(KiboError):
@@ -259,5 +339,11 @@ class KiboBulkCancelError(KiboError):
 
     def __init__(self, message: str, *, summary: dict[str, Any], retryable: bool) -> None:
         self.summary = summary
-        self.retryable = retryable  # True when a failure was transient: a task retry may finish the job
-        super().__init__(message)
+        # retryable: True when a failure was transient, so a task retry may finish the job.
+        super().__init__(message, retryable=retryable)
+
+    def _own_fields(self) -> dict[str, Any]:
+        return {"summary": self.summary}
+
+    def _set_own_fields(self, fields: dict[str, Any]) -> None:
+        self.summary = fields["summary"]

@@ -21,6 +21,7 @@ from airflow_provider_kibo_cancel.safety import (
     is_loopback,
     nesting_exceeds,
     text_problems,
+    token_problem,
     utf16_length,
     without_userinfo,
 )
@@ -38,6 +39,11 @@ _MAX_ORDER_ID_DIGITS = len(str(_MAX_ORDER_ID))
 # A bulk input is a list of ids or of flat dicts; anything nested deeper is not one, and very deep
 # nesting would end in a RecursionError in the parser, in repr() or in Airflow's XCom serializer.
 _MAX_ORDERS_NESTING = 3
+
+#: The body's order id key: the specification spells it ``orderId``, Kibo's own pages ``orderID``.
+OrderIdField = Literal["orderId", "orderID"]
+DEFAULT_ORDER_ID_FIELD: OrderIdField = "orderId"
+ORDER_ID_FIELDS: tuple[OrderIdField, ...] = ("orderId", "orderID")
 
 CANCEL_PATH = "/api/v2/order/action/cancel"
 ORDER_PATH = "/api/v2/order/{order_id}"
@@ -184,9 +190,9 @@ class CancelOrderRequest(BaseModel):
     def is_published_reason(self) -> bool:
         return self.disposition_reason in PUBLISHED_REASONS
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body exactly as the specification gives it."""
-        body: dict[str, Any] = {"orderId": self.order_id, "dispositionReason": self.disposition_reason}
+    def body(self, order_id_field: OrderIdField = DEFAULT_ORDER_ID_FIELD) -> dict[str, Any]:
+        """The JSON body as the specification gives it; the order id key as the connection spells it."""
+        body: dict[str, Any] = {order_id_field: self.order_id, "dispositionReason": self.disposition_reason}
         if self.disposition_reason == OTHER_REASON:
             body["dispositionOtherReason"] = self.disposition_other_reason
         return body
@@ -306,6 +312,7 @@ class KiboConnectionSettings(BaseModel):
     backoff_base: float = 1.0
     max_retry_wait: float = 120.0
     allow_insecure_http: bool = False
+    order_id_field: OrderIdField = DEFAULT_ORDER_ID_FIELD
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -359,6 +366,9 @@ class KiboConnectionSettings(BaseModel):
         else:
             values["environment"] = env_text
 
+        if not blank(extra.get("order_id_field")):
+            values["order_id_field"] = check("order_id_field", lambda: _order_id_field(extra))
+
         if not blank(extra.get("site_id")):
             values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
 
@@ -374,7 +384,7 @@ class KiboConnectionSettings(BaseModel):
         elif login_given:
             values["client_id"], values["client_secret"] = login, password
         elif token_given:
-            values["access_token"] = str(extra["access_token"]).strip()
+            values["access_token"] = check("access_token", lambda: _bearer_token(extra["access_token"]))
         else:
             problems.append(
                 "no credentials: set login (Application Key) and password (Shared Secret), "
@@ -405,6 +415,26 @@ class KiboConnectionSettings(BaseModel):
         if self.site_id:
             headers["x-vol-site"] = self.site_id
         return headers
+
+
+def _order_id_field(extra: dict[str, Any]) -> OrderIdField:
+    value = extra["order_id_field"]
+    for field in ORDER_ID_FIELDS:
+        if value == field:
+            return field
+    raise ValueError(
+        f"extra 'order_id_field' must be 'orderId' (the default) or 'orderID', got {_short(value)}"
+    )
+
+
+def _bearer_token(value: Any) -> str:
+    """A pre-issued token as it goes into the Authorization header; its problems told without it."""
+    token = str(value).strip()
+    if problem := token_problem(token):
+        raise ValueError(
+            f"extra 'access_token' is not a usable bearer token: {problem} (paste it on one line)"
+        )
+    return token
 
 
 def _fields(exc: ValidationError) -> str:

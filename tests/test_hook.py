@@ -19,6 +19,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboResponseError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.models import CancelOrderRequest
 from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, kibo_connection
 
 
@@ -180,13 +181,28 @@ def test_get_order(kibo_conn: KiboEmulator) -> None:
     assert [r.path for r in kibo_conn.requests_to("get_order")] == ["/api/v2/order/1013", "/api/v2/order/55"]
 
 
-@pytest.mark.parametrize("fault", ["html", "wrong_order"])
-def test_a_response_that_is_not_the_order_is_an_error(kibo_conn: KiboEmulator, fault: str) -> None:
-    kibo_conn.inject(fault)  # type: ignore[arg-type]
+def test_a_2xx_that_is_not_the_order_and_did_not_cancel_it_is_an_error(kibo_conn: KiboEmulator) -> None:
+    kibo_conn.inject("html")  # a 200 HTML page from something in Kibo's place; the order stays OPEN
     with pytest.raises(KiboResponseError) as caught:
         KiboHook().cancel_order(1014, "created_by_mistake")
-    expected = "<html><body><h1>Maintenance" if fault == "html" else "returned order 1015 instead"
-    assert expected in str(caught.value)
+    assert "<html><body><h1>Maintenance" in str(caught.value)
+    # Any 2xx may mean the cancel was applied: the order was read back, and a retry reads it again.
+    assert caught.value.may_have_applied
+    assert [r.path for r in kibo_conn.requests_to("get_order")] == ["/api/v2/order/1014"]
+
+
+@pytest.mark.parametrize("fault", ["wrong_order", "truncated"])
+def test_a_2xx_whose_body_is_not_the_order_settles_the_order_as_canceled(
+    kibo_conn: KiboEmulator, fault: str
+) -> None:
+    # Kibo applied the cancel and answered 200 with a body that is not this order (another order, a
+    # body cut short, bytes that do not decode): reading the order back settles it as this call's cancel.
+    kibo_conn.inject(fault)  # type: ignore[arg-type]
+    result = KiboHook().cancel(CancelOrderRequest.from_raw(1014, "created_by_mistake"))
+    assert result.order["orderStatus"] == "CANCELED" and not result.already_canceled
+    assert kibo_conn.cancels_applied(1014) == 1
+    assert len(kibo_conn.requests_to("cancel")) == 1
+    assert [r.path for r in kibo_conn.requests_to("get_order")] == ["/api/v2/order/1014"]
 
 
 def test_test_connection_succeeds_without_touching_orders(kibo_conn: KiboEmulator) -> None:
@@ -203,7 +219,9 @@ def test_test_connection_names_a_wrong_secret(
     ok, message = KiboHook().test_connection()
     assert not ok
     # One statement of the problem, not "rejected the credentials: ... refused the ..."
-    assert message.startswith("Kibo refused the Application Key / Shared Secret (HTTP 401")
+    assert message.startswith(
+        "Kibo refused the Application Key / Shared Secret (login / password) of connection "
+    )
     assert "rejected" not in message
     assert "nope-123" not in message
 

@@ -103,7 +103,6 @@ def test_attempts_are_bounded(emulator: KiboEmulator, monkeypatch: pytest.Monkey
     ("status", "error"),
     [
         (400, KiboBadRequestError),
-        (403, KiboForbiddenError),
         (404, KiboNotFoundError),
         (405, KiboBadRequestError),
     ],
@@ -117,6 +116,31 @@ def test_client_errors_are_never_retried(
     assert not caught.value.retryable and caught.value.status == status
     assert len(emulator.requests_to("cancel")) == 1
     assert emulator.requests_to("get_order") == []
+
+
+def test_a_403_fetches_one_new_token_per_hook_then_fails_without_retries(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kibo's own clients fetch a new token on a 403 too (a token issued before a permission change is
+    # refused so), once: a 403 that stands is the tenant's or site's, and refreshing per order would
+    # cost a token request per order.
+    emulator.inject("status", status=403, times=None)
+    hook = hook_for(emulator, monkeypatch)
+    for order_id in (1007, 1008):
+        with pytest.raises(KiboForbiddenError) as caught:
+            hook.cancel_order(order_id, "created_by_mistake")
+        assert not caught.value.retryable and caught.value.status == 403
+    assert "Tenant ID and Site ID" in str(caught.value) and "'kibo_faults'" in str(caught.value)
+    assert [r.endpoint for r in emulator.requests] == ["oauth", "cancel", "oauth", "cancel", "cancel"]
+
+
+def test_a_403_cured_by_a_new_token_cancels_the_order(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.inject("status", status=403)
+    order = hook_for(emulator, monkeypatch).cancel_order(1007, "created_by_mistake")
+    assert order["orderStatus"] == "CANCELED"
+    assert [r.endpoint for r in emulator.requests] == ["oauth", "cancel", "oauth", "cancel"]
 
 
 def test_a_dropped_connection_is_retried(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

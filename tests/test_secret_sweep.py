@@ -126,7 +126,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
             "wrong_secret",
             "failed",
             1,
-            "Kibo refused the Application Key / Shared Secret (order 1062; HTTP 401",
+            "Kibo refused the Application Key / Shared Secret (login / password) of connection ",
         ),
         ("unauthorized_401", "failed", 1, "refreshing the token once"),
         (

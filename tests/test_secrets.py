@@ -221,7 +221,9 @@ def test_an_oauth_error_body_is_never_quoted(kibo_conn: KiboEmulator) -> None:
     with pytest.raises(KiboAuthenticationError) as caught:
         KiboHook(max_attempts=1).cancel_order(1001, "created_by_mistake")
     message = str(caught.value)
-    assert message.startswith("Kibo refused the Application Key / Shared Secret (")
+    assert message.startswith(
+        "Kibo refused the Application Key / Shared Secret (login / password) of connection"
+    )
     assert "HTTP 401;" in message
     assert "Maintenance" not in message and "<html>" not in message
 

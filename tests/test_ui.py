@@ -89,7 +89,9 @@ def test_the_test_button_names_a_wrong_secret(api_server: AirflowStack, emu: Kib
         "POST", "/api/v2/connections/test", json=connection_body(emu.url, "wrong-secret-42")
     )
     assert result["status"] is False
-    assert result["message"].startswith("Kibo refused the Application Key / Shared Secret (HTTP 401")
+    assert result["message"].startswith(
+        "Kibo refused the Application Key / Shared Secret (login / password) of connection "
+    )
     assert "wrong-secret-42" not in result["message"]
 
 

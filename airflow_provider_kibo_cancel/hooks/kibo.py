@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
@@ -10,7 +9,6 @@ from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from airflow_provider_kibo_cancel import metrics
@@ -38,7 +36,8 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     excerpt,
     order_from,
 )
-from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.transport import stoppable_adapter
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
     CANCELED_STATUS,
@@ -53,6 +52,7 @@ from airflow_provider_kibo_cancel.provider_info import (
     DEFAULT_CONN_ID,
     HOOK_NAME,
 )
+from airflow_provider_kibo_cancel.safety import token_problem
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -146,6 +146,7 @@ class KiboHook(BaseHook):
         self._token: _Token | None = None
         # Refused credentials are final for this hook: every later call fails with the same error.
         self._credentials_refused: KiboAuthenticationError | None = None
+        self._refreshed_for_403 = False  # a 403 gets one fresh token per hook, not one per order
 
     # --- connection -------------------------------------------------------------------------------------
 
@@ -210,8 +211,9 @@ class KiboHook(BaseHook):
 
     def _new_session(self, settings: KiboConnectionSettings) -> requests.Session:
         session = requests.Session()
-        # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection.
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self._pool_size, max_retries=0)
+        # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection;
+        # a connection made while the hook is being stopped carries nothing.
+        adapter = stoppable_adapter(self._retry.gate, self._pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers.update(settings.headers())
@@ -249,23 +251,35 @@ class KiboHook(BaseHook):
         """
         Send a validated cancel; the result tells whether the order was canceled by an earlier call.
 
-        ``warn_unpublished_reason=False`` leaves the warning about a reason Kibo does not publish to the
-        caller (a bulk run warns once, with the count, instead of once per order).
+        Any 2xx settles the order as canceled by this call: when its body is not the order, the order is
+        read back. A 409, or a failure after an attempt that may have been applied, is settled by
+        reading the order back too. ``warn_unpublished_reason=False`` leaves the warning about a reason
+        Kibo does not publish to the caller (a bulk run warns once, with the count).
         """
         if warn_unpublished_reason and not request.is_published_reason:
             self.log.warning(
                 "disposition_reason %r is not one Kibo publishes; sending it as given",
                 request.disposition_reason,
             )
+        body = request.body(self.settings.order_id_field)
         try:
-            response = self._call("POST", CANCEL_PATH, order_id=request.order_id, json=request.body())
+            answer = self._call("POST", CANCEL_PATH, route="cancel", order_id=request.order_id, json=body)
         except KiboError as exc:
-            if isinstance(exc, KiboConflictError) or exc.may_have_applied:
-                order = self._read_back_canceled(request.order_id, exc)
-                # After an attempt that may have landed, the cancel was most likely ours.
-                return CancelResult(order, already_canceled=not exc.may_have_applied)
-            raise
-        return CancelResult(order_from(response, request.order_id), already_canceled=False)
+            if not (isinstance(exc, KiboConflictError) or exc.may_have_applied):
+                raise
+            # After an attempt that may have landed, a CANCELED order was most likely canceled by it.
+            order = self._read_back_canceled(request.order_id, exc)
+            return CancelResult(order, already_canceled=not exc.may_have_applied)
+        try:
+            order = order_from(answer.response, request.order_id)
+        except KiboResponseError as exc:
+            # Kibo answered 2xx, so the cancel was most likely applied: the order itself tells.
+            applied = exc.replace(
+                exc.message + "; Kibo answered the cancel with a 2xx, so it may have been applied",
+                may_have_applied=True,
+            )
+            return CancelResult(self._read_back_canceled(request.order_id, applied), already_canceled=False)
+        return CancelResult(order, already_canceled=False)
 
     def authenticate(self) -> None:
         """
@@ -294,7 +308,7 @@ class KiboHook(BaseHook):
     @property
     def circuit_open(self) -> bool:
         """True while the circuit breaker holds calls back because Kibo is evidently down."""
-        return self._retry.breaker.is_open
+        return self._retry.circuit_open("cancel", "oauth")
 
     @property
     def longest_sleep(self) -> float:
@@ -311,8 +325,8 @@ class KiboHook(BaseHook):
             order_id = parse_order_id(order_id)
         except ValueError as exc:
             raise KiboValidationError([str(exc)]) from None
-        response = self._call("GET", ORDER_PATH.format(order_id=order_id), order_id=order_id)
-        return order_from(response, order_id)
+        answer = self._call("GET", ORDER_PATH.format(order_id=order_id), route="get_order", order_id=order_id)
+        return order_from(answer.response, order_id)
 
     def describe_cancel(self, request: CancelOrderRequest) -> dict[str, Any]:
         """The request :meth:`cancel` would send, without secrets (for dry runs)."""
@@ -320,7 +334,7 @@ class KiboHook(BaseHook):
             "method": "POST",
             "url": self.settings.base_url + CANCEL_PATH,
             "headers": {**self.settings.headers(), "Content-Type": "application/json"},
-            "json": request.body(),
+            "json": request.body(self.settings.order_id_field),
         }
 
     def test_connection(self) -> tuple[bool, str]:
@@ -332,13 +346,14 @@ class KiboHook(BaseHook):
         try:
             settings = self.settings
             token = self._access_token(max_attempts=1)
-            response, _ = self._retry.run(
+            response = self._retry.run(
                 lambda: self._http("GET", settings.base_url + url_path, json=None, token=token),
                 limits=self._retry_limits,
                 what=f"GET {url_path}",
+                route="get_order",
                 order_id=None,
                 max_attempts=1,
-            )
+            ).response
         except KiboTransportError as exc:
             return False, f"Kibo is unreachable: {exc}"
         except KiboError as exc:
@@ -391,12 +406,12 @@ class KiboHook(BaseHook):
             order = self.get_order(order_id)
         except KiboError as read_error:
             # The cancel's own error stays the one reported; the read-back adds why it could not settle it.
-            cause.message += f"; reading the order back to settle it failed too: {read_error.message}"
-            cause.args = (cause._render(),)
-            if read_error.retryable:
-                cause.retryable = True  # undecided: a later (task) retry may settle it
-            cause.rate_limited = cause.rate_limited or read_error.rate_limited
-            raise cause from None
+            raise cause.replace(
+                f"{cause.message}; reading the order back to settle it failed too: {read_error.message}",
+                # Undecided: a later (task) retry may settle it.
+                retryable=cause.retryable or read_error.retryable,
+                rate_limited=cause.rate_limited or read_error.rate_limited,
+            ) from None
         status = str(order.get("orderStatus") or order.get("status") or "")
         if status.upper() != CANCELED_STATUS:
             raise cause
@@ -414,14 +429,14 @@ class KiboHook(BaseHook):
         with self._token_lock:
             if self._credentials_refused is not None:
                 # One OAuth request per hook, not one per order; a copy, since threads raise it at once.
-                raise copy.copy(self._credentials_refused)
+                raise self._credentials_refused.replace()
             token = self._token  # another thread may have refreshed it while this one waited
             if token is None or not token.fresh() or token.value == stale:
                 metrics.token_fetch()
                 try:
                     token = self._token = self._fetch_token(max_attempts)
                 except KiboAuthenticationError as exc:
-                    self._credentials_refused = copy.copy(exc)
+                    self._credentials_refused = exc
                     raise
             return token.value
 
@@ -432,13 +447,14 @@ class KiboHook(BaseHook):
             "client_secret": settings.client_secret,
             "grant_type": "client_credentials",
         }
-        response, _ = self._retry.run(
+        response = self._retry.run(
             lambda: self._http("POST", settings.auth_url, json=credentials),
             limits=self._retry_limits,
             what="OAuth token request",
+            route="oauth",
             order_id=None,
             max_attempts=max_attempts,
-        )
+        ).response
         try:
             payload = response.json()
         except (ValueError, RecursionError):
@@ -449,24 +465,26 @@ class KiboHook(BaseHook):
             # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is, nor
             # additionalErrorData, which could echo the request (and so the shared secret).
             message = payload.get("message") if isinstance(payload, dict) else None
-            error.additional_error_data = None
-            error.replace_kibo_message(message if isinstance(message, str) else None)
+            kibo_message = message if isinstance(message, str) else None
             if response.status_code in (400, 401, 403):
                 raise KiboAuthenticationError(
-                    "Kibo refused the Application Key / Shared Secret",
+                    "Kibo refused the Application Key / Shared Secret (login / password) of connection "
+                    f"{self.kibo_conn_id!r}",
                     status=error.status,
                     error_code=error.error_code,
-                    kibo_message=error.kibo_message,
+                    kibo_message=kibo_message,
                     correlation_id=error.correlation_id,
                     items=error.items,  # Kibo's own reasons; additionalErrorData could echo the request
                 )
-            raise error
+            raise error.replace(kibo_message=kibo_message, additional_error_data=None)
         value = payload.get("access_token") if isinstance(payload, dict) else None
-        if not isinstance(value, str) or not value.strip():
+        problem = token_problem(value) if isinstance(value, str) and value.strip() else None
+        if not isinstance(value, str) or not value.strip() or problem:
             # The body is never quoted: an answer we cannot read may still hold a live token.
             raise KiboResponseError(
                 "Kibo's OAuth endpoint answered without a usable access_token "
-                f"({answer_shape(response, payload)}; the body is not shown as it may hold credentials)",
+                f"({problem or answer_shape(response, payload)}; the body is not shown as it may hold "
+                "credentials)",
                 status=response.status_code,
                 correlation_id=correlation_id(response, payload),
             )
@@ -505,53 +523,101 @@ class KiboHook(BaseHook):
         method: str,
         path: str,
         *,
+        route: str,
         order_id: int | None,
         json: dict[str, Any] | None = None,
         max_attempts: int | None = None,
-    ) -> requests.Response:
-        """One API call under the retry policy, refreshing the token once on a 401; raise on errors."""
+    ) -> Answer:
+        """
+        One API call under the retry policy; raise the KiboError its final answer means. A 401 gets one
+        fresh token for this call; a 403 gets one for the whole hook (Kibo's own clients do both), as a
+        token issued before a permission change is refused with 403.
+        """
         url = self.settings.base_url + path
-        may_have_applied = False
-        sent = False
-        token: str | None = None
+        what = f"{method} {path}"
+        record = CallRecord()
+        stale: str | None = None
         for refreshed in (False, True):
             try:
-                token = self._access_token(stale=token, max_attempts=max_attempts)
+                token = self._access_token(stale=stale, max_attempts=max_attempts)
             except KiboError as exc:
-                # No token, so this call's request was not sent (again): the order is not attempted.
-                exc.sent, exc.may_have_applied = sent, exc.may_have_applied or may_have_applied
-                if exc.order_id is None:
-                    exc.order_id = order_id
-                    exc.args = (exc._render(),)
-                raise
+                # No token, so this call's request was not sent (again): whatever the token request did
+                # (a timeout, say), the cancel was not applied by it.
+                not_sent = record.sent or isinstance(exc, KiboAuthenticationError)
+                raise exc.replace(
+                    exc.message if not_sent else f"{exc.message}; {what} was not sent",
+                    order_id=order_id,
+                    sent=record.sent,
+                    may_have_applied=record.may_have_applied,
+                ) from None
+
+            def send(token: str = token) -> requests.Response:
+                return self._http(method, url, json=json, token=token)
+
             try:
-
-                def send(token: str = token) -> requests.Response:
-                    return self._http(method, url, json=json, token=token)
-
-                response, applied = self._retry.run(
+                answer = self._retry.run(
                     send,
                     limits=self._retry_limits,
-                    what=f"{method} {path}",
+                    what=what,
+                    route=route,
                     order_id=order_id,
                     max_attempts=max_attempts,
                 )
             except KiboError as exc:
-                exc.may_have_applied = exc.may_have_applied or may_have_applied
-                exc.sent = exc.sent or sent
-                if exc.order_id is None:
-                    exc.order_id = order_id
-                    exc.args = (exc._render(),)
-                raise
-            sent = True
-            may_have_applied = may_have_applied or applied
-            can_refresh = not refreshed and self.settings.client_id is not None
-            if response.status_code == 401 and can_refresh:
-                self.log.info("Kibo answered 401 to %s %s; refreshing the token once", method, path)
+                if not record.sent:
+                    raise
+                raise exc.replace(
+                    sent=True, may_have_applied=exc.may_have_applied or record.may_have_applied
+                ) from None
+            record = record.merged(answer.record)
+            status = answer.response.status_code
+            if not refreshed and self._should_refresh(status, token):
+                self.log.info("Kibo answered %d to %s; refreshing the token once", status, what)
+                stale = token
                 continue
-            if response.status_code >= 300:
-                error = error_from(response, f"Kibo {method} {path} failed", order_id=order_id)
-                error.may_have_applied = may_have_applied
-                raise error
-            return response
+            if status >= 300:
+                raise error_from(
+                    answer.response,
+                    f"Kibo {what} failed",
+                    order_id=order_id,
+                    may_have_applied=record.may_have_applied,
+                    hint=self._hint(status, answer.response),
+                )
+            return Answer(answer.response, record)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _should_refresh(self, status: int, token: str) -> bool:
+        """A 401 refreshes the token once per call; a 403 once per hook (most 403s are the tenant's)."""
+        if self.settings.client_id is None or status not in (401, 403):
+            return False
+        if status == 401:
+            return True
+        with self._token_lock:
+            if self._refreshed_for_403:
+                return False
+            self._refreshed_for_403 = True
+            return True
+
+    def _hint(self, status: int, response: requests.Response) -> str | None:
+        """What to change in the connection for an answer that points at it (401, 403, a misspelt field)."""
+        conn = f"connection {self.kibo_conn_id!r}"
+        if status == 401:
+            return (
+                f"Kibo refused the token: check the Application Key (login) and Shared Secret (password) "
+                f"of {conn}"
+            )
+        if status == 403:
+            site = f" and site {self.settings.site_id}" if self.settings.site_id else ""
+            return (
+                f"Kibo refused tenant {self.settings.tenant_id}{site} for these credentials: check the "
+                f"Tenant ID and Site ID (extras tenant_id, site_id) of {conn}, and the application's "
+                "permissions in Kibo"
+            )
+        if status == 400 and "orderid" in response.text[:2000].lower():
+            spelling = self.settings.order_id_field
+            other = "orderID" if spelling == "orderId" else "orderId"
+            return (
+                f"Kibo's answer names the order id field, sent as {spelling!r}; if your tenant expects "
+                f"{other!r}, set extra order_id_field to {other!r} in {conn}"
+            )
+        return None

@@ -133,14 +133,19 @@ class PausedTooLong(Exception):
 class Gate:
     """
     Shared by every thread using one hook: a 429 pauses them all until Retry-After has passed (including
-    threads already waiting for a rate slot), an optional requests-per-second cap spaces their requests
-    out, and :meth:`stop` ends every wait at once.
+    threads already waiting for a rate slot), then lets one request probe before the others resume; an
+    optional requests-per-second cap spaces their requests out; and :meth:`stop` ends every wait at once.
     """
 
     def __init__(self, requests_per_second: float | None = None) -> None:
         self._lock = threading.Lock()
+        self._probe_done = threading.Condition(self._lock)
         self._stopped = threading.Event()
         self._paused_until = 0.0
+        # After a 429 pause, one thread probes Kibo; the others wait for its answer rather than all
+        # sending into a wall that may still stand (a 429 without Retry-After says nothing of its end).
+        self._probe_needed = False
+        self._probe_owner: int | None = None
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._next_slot = 0.0
 
@@ -150,10 +155,14 @@ class Gate:
 
     def stop(self) -> None:
         self._stopped.set()
+        with self._lock:
+            self._probe_done.notify_all()
 
     def pause(self, seconds: float) -> None:
+        """A 429: every thread waits ``seconds``, then one request probes before the rest resume."""
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            self._probe_needed = True
 
     def paused_for(self) -> float:
         """Seconds until the current 429 pause ends (0 when there is none)."""
@@ -164,11 +173,21 @@ class Gate:
         if self._stopped.wait(seconds):
             raise HookStopped
 
-    def wait(self, max_pause: float = float("inf")) -> None:
+    def end_probe(self, *, rate_limited: bool) -> None:
+        """The probe's answer is in: on anything but another 429, every waiting thread may send."""
+        with self._lock:
+            if self._probe_owner == threading.get_ident():
+                self._probe_owner = None
+                if not rate_limited:
+                    self._probe_needed = False
+                self._probe_done.notify_all()
+
+    def wait(self, max_pause: float = float("inf")) -> bool:
         """
-        Return when this thread may send: no pause in force and its rate slot reached. A pause longer
-        than ``max_pause`` (also one that another thread extends while this one waits) raises
-        :class:`PausedTooLong` instead of being slept through.
+        Return when this thread may send: no pause in force, no probe under way, and its rate slot
+        reached. True when this thread is the probe after a pause: it must call :meth:`end_probe`.
+        A pause longer than ``max_pause`` (also one that another thread extends while this one waits)
+        raises :class:`PausedTooLong` instead of being slept through.
         """
         while True:
             if self._stopped.is_set():
@@ -177,8 +196,15 @@ class Gate:
                 if delay > max_pause:
                     raise PausedTooLong(delay)
                 self.sleep(min(delay, 1.0))  # re-read the pause: another thread may extend it
+            with self._lock:
+                if self._probe_needed and self._paused_until <= time.monotonic():
+                    if self._probe_owner is None:
+                        self._probe_owner = threading.get_ident()
+                        return True
+                    self._probe_done.wait(timeout=1.0)
+                    continue  # the probe met another 429, ended, or the hook was stopped: look again
             if not self._interval:
-                return
+                return False
             with self._lock:
                 now = time.monotonic()
                 slot = max(now, self._next_slot, self._paused_until)
@@ -188,7 +214,7 @@ class Gate:
             if self._paused_until <= time.monotonic():  # no 429 arrived while this thread waited
                 if self._stopped.is_set():
                     raise HookStopped
-                return
+                return False
 
 
 class CircuitBreaker:

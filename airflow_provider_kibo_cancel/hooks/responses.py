@@ -75,7 +75,15 @@ def order_from(response: requests.Response, order_id: int) -> dict[str, Any]:
     return order
 
 
-def error_from(response: requests.Response, message: str, *, order_id: int | None) -> KiboError:
+def error_from(
+    response: requests.Response,
+    message: str,
+    *,
+    order_id: int | None,
+    may_have_applied: bool = False,
+    hint: str | None = None,
+) -> KiboError:
+    """The error an answer's status means, built once with everything known about the call."""
     try:
         body = response.json()
     except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
@@ -86,11 +94,11 @@ def error_from(response: requests.Response, message: str, *, order_id: int | Non
     kibo_message = fields.get("message")
     if kibo_message is None and response.text and not isinstance(body, dict):
         kibo_message = excerpt(response)
-    wait: float | None = None
+    extra: dict[str, Any] = {}
     if status == 429:
         retry_after = response.headers.get("Retry-After")
         message += f", rate limited (Retry-After {retry_after or 'not given'})"
-        wait = retry_after_seconds(retry_after)
+        extra["retry_after"] = retry_after_seconds(retry_after)
     elif 300 <= status < 400:
         cls = KiboRedirectError
         location = without_userinfo(response.headers.get("Location") or "(no Location header)")
@@ -100,8 +108,10 @@ def error_from(response: requests.Response, message: str, *, order_id: int | Non
             "auth_url to the final address"
         )
         kibo_message = None
+    if hint:
+        message += f". {hint}"
     items = fields.get("items")
-    error = cls(
+    return cls(
         message,
         status=status,
         error_code=fields.get("errorCode"),
@@ -111,7 +121,6 @@ def error_from(response: requests.Response, message: str, *, order_id: int | Non
         # Kibo's own explanation of a 400 is often only here (one item per problem).
         items=items if isinstance(items, list) else [items] if items else None,
         additional_error_data=fields.get("additionalErrorData"),
+        may_have_applied=may_have_applied,
+        **extra,
     )
-    if isinstance(error, KiboRateLimitError):
-        error.retry_after = wait
-    return error

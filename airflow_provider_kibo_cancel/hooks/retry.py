@@ -1,16 +1,21 @@
 """The one retry policy every request of a KiboHook follows, its OAuth request included.
 
-:class:`RetryPolicy` runs a request's attempts: it waits its turn at the :class:`~.policy.Gate` (429 pause,
-rate cap, stop), sorts each failure (:func:`~.policy.classify`), backs off, and tells the
-:class:`~.policy.CircuitBreaker` what it saw. The hook builds one per hook, so every thread shares it.
+:class:`RetryPolicy` runs a call's attempts: it waits its turn at the :class:`~.policy.Gate` (429 pause,
+rate cap, stop), sends, and asks :func:`decide` what the attempt's result means: return the answer to the
+caller, retry after a backoff (every thread pausing for a 429), or fail. What the attempts did is kept in
+an immutable :class:`CallRecord`, returned with the answer and carried by every error, so callers decide
+from it (read the order back, count the order as not attempted) instead of from a mutated exception.
+Each route (OAuth, cancel, Get Order) has its own :class:`~.policy.CircuitBreaker`: Kibo's failures and
+limits are per route, and a Get Order that answers says nothing of a cancel route that is down.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import requests
 
@@ -35,6 +40,7 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     classify,
     retry_after_seconds,
 )
+from airflow_provider_kibo_cancel.hooks.transport import StoppedWhileConnecting
 
 
 class _Log(Protocol):
@@ -53,9 +59,97 @@ class RetryLimits:
     longest_sleep: float  # the longest Retry-After slept through; a longer one fails the call at once
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """
+    What the attempts of one call did. Immutable: each attempt makes a new record (urllib3's ``Retry``
+    idea), so a record handed to a caller or carried by an error never changes under it.
+    """
+
+    attempts: int = 0
+    #: A request of this call left this machine (an attempt was made).
+    sent: bool = False
+    #: An attempt may have reached Kibo and been applied, its answer lost or unreadable (a read timeout,
+    #: a connection dropped mid-answer, a 5xx, a 2xx whose body is not what Kibo documents).
+    may_have_applied: bool = False
+    #: Kibo (or whatever answers at its address) answered at least one attempt.
+    answered: bool = False
+
+    def after(self, *, reached_kibo: bool, answered: bool) -> CallRecord:
+        return CallRecord(
+            attempts=self.attempts + 1,
+            sent=True,
+            may_have_applied=self.may_have_applied or reached_kibo,
+            answered=self.answered or answered,
+        )
+
+    def merged(self, later: CallRecord) -> CallRecord:
+        """This record followed by a later run of the same call (after a token refresh)."""
+        return CallRecord(
+            attempts=self.attempts + later.attempts,
+            sent=self.sent or later.sent,
+            may_have_applied=self.may_have_applied or later.may_have_applied,
+            answered=self.answered or later.answered,
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Kibo's final answer to a call (any status the policy does not retry), and what the call did."""
+
+    response: requests.Response
+    record: CallRecord
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one attempt's result means for the call."""
+
+    action: Literal["answer", "retry", "fail"]
+    delay: float = 0.0
+    #: Every thread of the hook waits ``delay`` (a 429), not only this one.
+    pause_all: bool = False
+    #: With ``answer``: a 429 asking for more than anyone may sleep; every thread stops until then.
+    long_pause: float | None = None
+
+
+def decide(
+    response: requests.Response | None,
+    failure: TransportFailure | None,
+    *,
+    attempt: int,
+    attempts: int,
+    limits: RetryLimits,
+    retry_after: float | None,
+) -> Decision:
+    """
+    The whole retry decision for one attempt, in the spirit of stripe's ``_should_retry``. A transport
+    failure is retried unless it is permanent or the attempts are used up; an answer is returned unless
+    its status is retryable (429, 5xx) and attempts remain. Every 429 pauses every thread (for its
+    Retry-After, or the backoff when it gives none), on the last attempt too.
+    """
+    last = attempt >= attempts
+    if failure is not None:
+        if failure.permanent or last:
+            return Decision("fail")
+        return Decision("retry", backoff(attempt, limits.backoff_base, limits.max_retry_wait))
+    assert response is not None
+    status = response.status_code
+    if status not in RETRYABLE_STATUSES:
+        return Decision("answer")
+    if status == 429:
+        if retry_after is not None and retry_after > limits.longest_sleep:
+            return Decision("answer", long_pause=retry_after)
+        delay = _wait(limits, attempt, retry_after)
+        return Decision("answer" if last else "retry", delay, pause_all=True)
+    if last:
+        return Decision("answer")
+    return Decision("retry", backoff(attempt, limits.backoff_base, limits.max_retry_wait))
+
+
 class RetryPolicy:
     """
-    Attempts, backoff, 429 pauses and the circuit breaker for one hook, shared by all its threads.
+    Attempts, backoff, 429 pauses and the circuit breakers for one hook, shared by all its threads.
 
     The limits come with each call rather than at construction: the hook reads its connection lazily,
     and :meth:`Gate.stop` must work before (or without) a connection.
@@ -64,7 +158,16 @@ class RetryPolicy:
     def __init__(self, log: _Log, *, requests_per_second: float | None = None) -> None:
         self._log = log
         self.gate = Gate(requests_per_second)
-        self.breaker = CircuitBreaker()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()
+
+    def breaker(self, route: str) -> CircuitBreaker:
+        """The circuit breaker of one route (``oauth``, ``cancel``, ``get_order``)."""
+        with self._breakers_lock:
+            return self._breakers.setdefault(route, CircuitBreaker())
+
+    def circuit_open(self, *routes: str) -> bool:
+        return any(self.breaker(route).is_open for route in routes)
 
     def run(
         self,
@@ -72,139 +175,138 @@ class RetryPolicy:
         *,
         limits: RetryLimits,
         what: str,
+        route: str,
         order_id: int | None,
         max_attempts: int | None = None,
-    ) -> tuple[requests.Response, bool]:
+    ) -> Answer:
         """
-        Apply the retry policy to one request.
-
-        Returns the last response (any status that is not retried, or the last retried one) and whether
-        an attempt may have reached Kibo and been applied (it timed out, lost its answer or got a 5xx).
-        Raises a :class:`KiboPreflightError` (``sent`` False) when nothing was sent: the hook was stopped,
-        the circuit is open, or Kibo asked to wait longer than ``max_retry_wait``.
+        Apply the retry policy to one request. Returns Kibo's final answer with the call's record, or
+        raises a complete :class:`KiboError` carrying that record: transport failures after every
+        attempt, or a refusal before anything more was sent (stopped, circuit open, a wait too long).
         """
         attempts = max_attempts or limits.max_attempts
         for_order = f" for order {order_id}" if order_id else ""
-        may_have_applied = False
-        sent = False
-        probe = self._admit(what, for_order, order_id)
+        breaker = self.breaker(route)
+        record = CallRecord()
+        probe = self._admit(breaker, what, for_order, order_id)
         started = time.monotonic()
         try:
-            for attempt in range(1, attempts + 1):
-                if attempt > 1 and not probe and self.breaker.is_open:
-                    raise self._circuit_open_error(what, for_order, order_id)
-                self._wait_for_turn(limits.longest_sleep, what, for_order, order_id)
-                sent = True
-                retry_after: float | None = None
-                try:
-                    response = send()
-                except requests.RequestException as exc:
-                    failure = classify(exc)
-                    may_have_applied = may_have_applied or failure.reached_kibo
-                    self._raise_if_final(failure, attempt, attempts, started=started, what=what)
-                    problem = failure.description
-                    metrics.retry("transport")
+            while True:
+                if record.attempts and not probe and breaker.is_open:
+                    raise self._circuit_open_error(breaker, what, for_order, order_id, record)
+                response, failure = self._attempt(send, limits, what, for_order, order_id, record)
+                if failure is not None:
+                    record = record.after(reached_kibo=failure.reached_kibo, answered=False)
+                    retry_after = None
                 else:
-                    may_have_applied = may_have_applied or response.status_code >= 500
-                    if response.status_code == 429:
-                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                    last = attempt == attempts
-                    if self._final_answer(
-                        response, limits, retry_after, last=last, started=started, what=what
-                    ):
-                        return response, may_have_applied
-                    problem = f"HTTP {response.status_code}"
+                    assert response is not None
+                    record = record.after(reached_kibo=response.status_code >= 500, answered=True)
+                    retry_after = (
+                        retry_after_seconds(response.headers.get("Retry-After"))
+                        if response.status_code == 429
+                        else None
+                    )
+                decision = decide(
+                    response,
+                    failure,
+                    attempt=record.attempts,
+                    attempts=attempts,
+                    limits=limits,
+                    retry_after=retry_after,
+                )
+                problem = _problem(response, failure)
+                _tell_breaker(breaker, response, failure, decision, f"{what}: {problem}", started)
+                if decision.pause_all or decision.long_pause is not None:
+                    self.gate.pause(decision.long_pause or decision.delay)
+                if decision.action == "answer":
+                    assert response is not None
+                    return Answer(response, record)
+                if decision.action == "fail":
+                    assert failure is not None
+                    raise _transport_error(what, failure, record, attempts, order_id)
+                if failure:
+                    metrics.retry("transport")
+                elif response is not None:
                     metrics.retry_status(response.status_code)
-                delay = _backoff(limits, attempt, retry_after)
                 self._log.warning(
                     "%s%s: %s on attempt %d of %d; retrying in %.1f s",
                     what,
                     for_order,
                     problem,
-                    attempt,
+                    record.attempts,
                     attempts,
-                    delay,
+                    decision.delay,
                 )
-                if retry_after is not None:
-                    self.gate.pause(delay)  # every thread of this hook waits, not just this one
-                else:
-                    self.gate.sleep(delay)
+                if not decision.pause_all:
+                    self.gate.sleep(decision.delay)
         except HookStopped:
-            stopped = KiboStoppedError(
-                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
-            )
-            stopped.sent, stopped.may_have_applied = sent, may_have_applied
-            raise stopped from None
-        except KiboError as exc:
-            exc.sent = exc.sent or sent
-            exc.may_have_applied = exc.may_have_applied or may_have_applied
-            raise
+            raise KiboStoppedError(
+                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)",
+                order_id=order_id,
+                sent=record.sent,
+                may_have_applied=record.may_have_applied,
+            ) from None
         finally:
             if probe:
-                self.breaker.end_probe()  # a probe that settled nothing must not block later ones
-        raise AssertionError("unreachable")  # pragma: no cover
+                breaker.end_probe()  # a probe that settled nothing must not block later ones
 
-    def _raise_if_final(
-        self, failure: TransportFailure, attempt: int, attempts: int, *, started: float, what: str
-    ) -> None:
-        """A transport failure ends the call when it is permanent or the attempts are used up."""
-        if failure.permanent:
-            raise _permanent_transport_error(what, failure.description)
-        if attempt == attempts:
-            self.breaker.record_exhausted(started, f"{what}: {failure.description}")
-            raise KiboTransportError(f"{what} failed after {attempts} attempt(s): {failure.description}")
-
-    def _final_answer(
+    def _attempt(  # noqa: PLR0917
         self,
-        response: requests.Response,
+        send: Callable[[], requests.Response],
         limits: RetryLimits,
-        retry_after: float | None,
-        *,
-        last: bool,
-        started: float,
         what: str,
-    ) -> bool:
-        """
-        Whether this answer ends the call (returned to the caller) rather than being retried;
-        ``retry_after`` is a 429's Retry-After in seconds, as parsed once by the caller.
-        """
-        status = response.status_code
-        if status < 500:
-            self.breaker.record_answer()  # Kibo is up, whatever it said
-        if status not in RETRYABLE_STATUSES:
-            return True
-        if status == 429 and retry_after is not None and retry_after > limits.longest_sleep:
-            # Longer than anyone may sleep: every thread stops sending until then (last attempt too).
-            self.gate.pause(retry_after)
-            return True
-        if last:
-            if status >= 500:
-                self.breaker.record_exhausted(started, f"{what}: HTTP {status}")
-            return True
-        return False
+        for_order: str,
+        order_id: int | None,
+        record: CallRecord,
+    ) -> tuple[requests.Response | None, TransportFailure | None]:
+        """One attempt after its turn at the gate: Kibo's answer, or what the transport failure means."""
+        rate_probe = self._wait_for_turn(limits.longest_sleep, what, for_order, order_id, record)
+        response: requests.Response | None = None
+        try:
+            response = send()
+        except StoppedWhileConnecting:
+            raise HookStopped from None
+        except requests.RequestException as exc:
+            return None, classify(exc)
+        finally:
+            if rate_probe:
+                self.gate.end_probe(rate_limited=response is not None and response.status_code == 429)
+        return response, None
 
-    def _admit(self, what: str, for_order: str, order_id: int | None) -> bool:
+    def _admit(self, breaker: CircuitBreaker, what: str, for_order: str, order_id: int | None) -> bool:
         """Check the circuit before a call; True when this call is the probe after a cool-down."""
         if self.gate.stopped:
             raise KiboStoppedError(
-                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)", order_id=order_id
+                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)",
+                order_id=order_id,
+                sent=False,
             )
-        was_open = self.breaker.is_open
-        if not self.breaker.allow():
-            raise self._circuit_open_error(what, for_order, order_id)
+        was_open = breaker.is_open
+        if not breaker.allow():
+            raise self._circuit_open_error(breaker, what, for_order, order_id, CallRecord())
         return was_open
 
-    def _circuit_open_error(self, what: str, for_order: str, order_id: int | None) -> KiboCircuitOpenError:
+    @staticmethod
+    def _circuit_open_error(
+        breaker: CircuitBreaker, what: str, for_order: str, order_id: int | None, record: CallRecord
+    ) -> KiboCircuitOpenError:
         return KiboCircuitOpenError(
             f"{what}{for_order} not sent: Kibo looks down (every request failed for a whole retry "
-            f"schedule; last: {self.breaker.reason})",
+            f"schedule; last: {breaker.reason})",
             order_id=order_id,
+            sent=record.sent,
+            may_have_applied=record.may_have_applied,
         )
 
-    def _wait_for_turn(self, longest_sleep: float, what: str, for_order: str, order_id: int | None) -> None:
-        """Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait."""
+    def _wait_for_turn(
+        self, longest_sleep: float, what: str, for_order: str, order_id: int | None, record: CallRecord
+    ) -> bool:
+        """
+        Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait.
+        True when this request is the probe after a 429 pause.
+        """
         try:
-            self.gate.wait(max_pause=longest_sleep)
+            return self.gate.wait(max_pause=longest_sleep)
         except PausedTooLong as too_long:
             remaining = too_long.remaining
             raise KiboRateLimitWaitError(
@@ -214,21 +316,55 @@ class RetryPolicy:
                 retry_after=remaining,
                 resume_at=time.time() + remaining,
                 order_id=order_id,
+                sent=record.sent,
+                may_have_applied=record.may_have_applied,
             ) from None
 
 
-def _backoff(limits: RetryLimits, attempt: int, retry_after: float | None) -> float:
+def _problem(response: requests.Response | None, failure: TransportFailure | None) -> str:
+    if failure is not None:
+        return failure.description
+    return f"HTTP {response.status_code}" if response is not None else "no answer"
+
+
+def _tell_breaker(  # noqa: PLR0917 - one call site, every argument named there by position
+    breaker: CircuitBreaker,
+    response: requests.Response | None,
+    failure: TransportFailure | None,
+    decision: Decision,
+    problem: str,
+    started: float,
+) -> None:
+    """Any answer below 500 shows the route is up; a call that failed every attempt counts against it."""
+    if response is not None and response.status_code < 500:
+        breaker.record_answer()
+    elif decision.action != "retry" and (failure is None or not failure.permanent):
+        breaker.record_exhausted(started, problem)
+
+
+def _wait(limits: RetryLimits, attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return max(MIN_RETRY_WAIT, min(retry_after, limits.max_retry_wait))
     return backoff(attempt, limits.backoff_base, limits.max_retry_wait)
 
 
-def _permanent_transport_error(what: str, description: str) -> KiboError:
-    if description.startswith("TLS error"):
-        return KiboTLSError(
-            f"{what} failed: {description}. The server's certificate is not trusted: point "
-            "REQUESTS_CA_BUNDLE at your CA bundle (a corporate proxy's CA, say) or fix the host name",
+def _transport_error(
+    what: str, failure: TransportFailure, record: CallRecord, attempts: int, order_id: int | None
+) -> KiboError:
+    """The error a call ends with when its last (or a permanent) transport failure is final."""
+    context: dict[str, Any] = {
+        "order_id": order_id,
+        "sent": record.sent,
+        "may_have_applied": record.may_have_applied,
+    }
+    if not failure.permanent:
+        return KiboTransportError(
+            f"{what} failed after {attempts} attempt(s): {failure.description}", **context
         )
-    error = KiboTransportError(f"{what} failed: {description}")
-    error.retryable = False
-    return error
+    if failure.description.startswith("TLS error"):
+        return KiboTLSError(
+            f"{what} failed: {failure.description}. The server's certificate is not trusted: point "
+            "REQUESTS_CA_BUNDLE at your CA bundle (a corporate proxy's CA, say) or fix the host name",
+            **context,
+        )
+    return KiboTransportError(f"{what} failed: {failure.description}", retryable=False, **context)

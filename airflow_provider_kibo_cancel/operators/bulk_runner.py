@@ -243,8 +243,8 @@ class BulkRun:
                     f"Cancel of order {request.order_id} was still in flight when the run stopped; "
                     "it may have been applied (a re-run settles it)",
                     order_id=request.order_id,
+                    may_have_applied=True,
                 )
-                in_flight.may_have_applied = True
                 outcome.failures[request.order_id] = failure_entry(request.order_id, in_flight)
             for request in self.requests:
                 outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
