@@ -98,8 +98,9 @@ class KiboRequestHandler(BaseHTTPRequestHandler):
             self._reply(405, kibo_error(f"{self.command} is not allowed on {path}", "METHOD_NOT_ALLOWED"))
             return
 
-        if endpoint == "cancel" and isinstance(body, dict) and isinstance(body.get("orderId"), int):
-            order_id = body["orderId"]
+        if endpoint == "cancel" and isinstance(body, dict):
+            given = body.get(emulator.order_id_field, body.get("orderId"))
+            order_id = given if isinstance(given, int) else None
         fault = emulator._take_fault(endpoint, order_id)
         if fault is not None and self._reply_fault_before(fault):
             return
@@ -191,8 +192,11 @@ class KiboRequestHandler(BaseHTTPRequestHandler):
 
     def _reply_fault_status(self, fault: Fault) -> None:
         if fault.status == 429:
-            # As Kibo does: an empty body, Retry-After and a correlation id.
-            self._reply(429, None, raw=b"", extra_headers={"Retry-After": fault.retry_after or "1"})
+            # As Kibo does: an empty body, Retry-After and a correlation id. retry_after "" sends none,
+            # as a proxy's or WAF's 429 often does.
+            retry_after = "1" if fault.retry_after is None else fault.retry_after
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            self._reply(429, None, raw=b"", extra_headers=headers)
         else:
             code = "GENERIC_UNAVAILABLE" if fault.status >= 500 else "GENERIC_BAD_REQUEST"
             self._reply(fault.status, kibo_error(HTTPStatus(fault.status).phrase, code))

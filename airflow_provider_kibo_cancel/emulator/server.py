@@ -77,6 +77,13 @@ class Fault:
     fields: dict[str, Any] | None = None
     # truncated: the answer (a token issued, a cancel applied) is cut to this many bytes.
     size: int = 20
+    # With ``times=None``: the fault lasts this many seconds from its injection (a 429 wall, say).
+    seconds: float | None = None
+    expires_at: float = field(init=False, default=float("inf"))
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None:
+            self.expires_at = time.monotonic() + self.seconds
 
 
 @dataclass
@@ -150,8 +157,12 @@ class KiboEmulator:
         token_ttl: float = 3600.0,
         latency: float = 0.0,
         max_recorded: int = RECORD_LIMIT,
+        order_id_field: str = "orderId",
     ) -> None:
         self.tenants = set(tenants)
+        # The cancel body's order id key this tenant expects: the specification's orderId, or orderID
+        # as Kibo's own pages spell it.
+        self.order_id_field = order_id_field
         self.clients = dict(clients or {"demo-app-key": "demo-shared-secret"})
         self.token_ttl = token_ttl
         self.latency = latency
@@ -194,8 +205,9 @@ class KiboEmulator:
         order_id: int | None = None,
         fields: dict[str, Any] | None = None,
         size: int = 20,
+        seconds: float | None = None,
     ) -> None:
-        fault = Fault(kind, endpoint, times, status, retry_after, delay, order_id, fields, size)
+        fault = Fault(kind, endpoint, times, status, retry_after, delay, order_id, fields, size, seconds)
         with self._lock:
             self._state.faults.append(fault)
 
@@ -325,6 +337,8 @@ class KiboEmulator:
 
     def _take_fault(self, endpoint: str, order_id: int | None) -> Fault | None:
         with self._lock:
+            now = time.monotonic()
+            self._state.faults = [fault for fault in self._state.faults if fault.expires_at > now]
             for fault in self._state.faults:
                 if fault.endpoint in (None, endpoint) and fault.order_id in (None, order_id):
                     if fault.times is not None:
@@ -376,10 +390,10 @@ class KiboEmulator:
         return None
 
     def _cancel(self, body: Any) -> tuple[int, dict[str, Any]]:
-        problems = _cancel_problems(body)
+        problems = _cancel_problems(body, self.order_id_field)
         if problems:
             return 400, kibo_error("Validation error", "INVALID_REQUEST_DATA", problems)
-        order_id = body["orderId"]
+        order_id = body[self.order_id_field]
         with self._lock:
             order = self._state.orders.get(order_id)
             if order is None:
@@ -427,16 +441,16 @@ class KiboEmulator:
         return 404, kibo_error(f"Unknown control endpoint {method} {name}", "GENERIC_NOT_FOUND")
 
 
-def _cancel_problems(body: Any) -> list[str]:
+def _cancel_problems(body: Any, order_id_field: str) -> list[str]:
     if not isinstance(body, dict):
         return ["Request body must be a JSON object"]
     problems = []
-    unknown = set(body) - {"orderId", "dispositionReason", "dispositionOtherReason"}
+    unknown = set(body) - {order_id_field, "dispositionReason", "dispositionOtherReason"}
     if unknown:
         problems.append(f"Unknown fields: {sorted(unknown)}")
-    order_id = body.get("orderId")
+    order_id = body.get(order_id_field)
     if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id < 1:
-        problems.append("orderId must be an integer >= 1")
+        problems.append(f"{order_id_field} must be an integer >= 1")
     reason = body.get("dispositionReason")
     if reason not in KNOWN_REASONS:
         problems.append(f"dispositionReason {reason!r} is not a valid disposition reason")

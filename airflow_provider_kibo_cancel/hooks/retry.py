@@ -40,7 +40,7 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     classify,
     retry_after_seconds,
 )
-from airflow_provider_kibo_cancel.hooks.transport import StoppedWhileConnecting
+from airflow_provider_kibo_cancel.hooks.transport import stopped_while_connecting
 
 
 class _Log(Protocol):
@@ -264,9 +264,9 @@ class RetryPolicy:
         response: requests.Response | None = None
         try:
             response = send()
-        except StoppedWhileConnecting:
-            raise HookStopped from None
         except requests.RequestException as exc:
+            if stopped_while_connecting(exc):
+                raise HookStopped from None
             return None, classify(exc)
         finally:
             if rate_probe:

@@ -20,6 +20,12 @@ class StoppedWhileConnecting(NewConnectionError):
     """The hook was stopped while this connection was being made: nothing was sent on it."""
 
 
+def stopped_while_connecting(exc: BaseException) -> bool:
+    """Whether a ``requests`` error is a connection that refused to carry its request after a stop."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, StoppedWhileConnecting) or isinstance(exc, StoppedWhileConnecting)
+
+
 class _Stop(Protocol):
     @property
     def stopped(self) -> bool: ...

@@ -1,0 +1,219 @@
+"""The hook against answers and faults that used to be settled wrongly: per-route circuits, OAuth failures
+that send no cancel, malformed tokens, 429s without Retry-After, a stop while connecting, the order id
+field's spelling. Real HTTP to the emulator (or, for the TLS handshake, a small stdlib server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboBadRequestError,
+    KiboConfigurationError,
+    KiboResponseError,
+    KiboStoppedError,
+    KiboTransportError,
+)
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
+from tests.support import TENANT, kibo_connection
+from tests.test_reliability import hook_for
+
+TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"
+
+
+def test_a_dead_cancel_route_opens_its_circuit_while_get_order_still_answers(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kibo's failures are per route: every cancel answers 503 while Get Order answers 200. The
+    # read-backs' answers must not keep the cancel route's breaker closed.
+    hook = hook_for(emulator, monkeypatch, backoff_base=0.01)
+    hook.authenticate()
+    emulator.inject("status", endpoint="cancel", status=503, times=None)
+    plan = plan_bulk_cancel(list(range(1000, 1060)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=4).run()
+    assert outcome.halted == CIRCUIT_OPEN
+    # The breaker opens after 3 calls used up their attempts; the 4 workers' calls in flight finish.
+    assert len(emulator.requests_to("cancel")) <= (3 + 4) * 5
+    assert outcome.count(NOT_ATTEMPTED) >= 60 - 7
+    assert emulator.requests_to("get_order"), "the orders that got 5xx were read back"
+
+
+def test_an_oauth_read_timeout_leaves_the_cancel_not_sent_and_reads_nothing_back(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The token request times out on every attempt: no cancel went out, so there is nothing to read
+    # back (that used to cost a second full OAuth schedule) and the order is not attempted.
+    emulator.inject("latency", endpoint="oauth", delay=1.0, times=None)
+    hook = hook_for(emulator, monkeypatch, timeout=0.3, max_attempts=3)
+    with pytest.raises(KiboTransportError) as caught:
+        hook.cancel_order(1001, "created_by_mistake")
+    assert not caught.value.sent and not caught.value.may_have_applied
+    assert caught.value.order_id == 1001
+    assert "OAuth token request failed after 3 attempt(s)" in str(caught.value)
+    assert "was not sent" in str(caught.value) and "reading the order back" not in str(caught.value)
+    assert [r.endpoint for r in emulator.requests] == ["oauth"] * 3
+
+
+def test_a_bulk_run_counts_orders_behind_a_failed_token_request_as_not_attempted(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch, timeout=0.3, max_attempts=2)
+    emulator.inject("latency", endpoint="oauth", delay=1.0, times=None)
+    plan = plan_bulk_cancel([1001, 1002, 1003], "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=1).run()
+    assert outcome.count(NOT_ATTEMPTED) == 3 and outcome.failures == {}
+    assert emulator.requests_to("cancel") == [] and emulator.requests_to("get_order") == []
+
+
+def test_a_pre_issued_token_with_a_line_break_is_refused_without_quoting_it(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch, login="", password="", access_token=TOKEN_WITH_A_LINE_BREAK)
+    with pytest.raises(KiboConfigurationError) as caught:
+        hook.cancel_order(1001, "created_by_mistake")
+    message = str(caught.value)
+    assert "extra 'access_token' is not a usable bearer token: the token holds a line break" in message
+    assert "first-half" not in message and "second-half" not in message
+    assert not caught.value.retryable and not caught.value.sent
+    assert emulator.requests == []
+
+
+def test_an_issued_token_with_a_line_break_is_an_error_that_does_not_quote_it(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.inject("token_fields", endpoint="oauth", fields={"access_token": TOKEN_WITH_A_LINE_BREAK})
+    with pytest.raises(KiboResponseError) as caught:
+        hook_for(emulator, monkeypatch, max_attempts=1).cancel_order(1001, "created_by_mistake")
+    assert "the token holds a line break" in str(caught.value)
+    assert "first-half" not in str(caught.value) and "second-half" not in str(caught.value)
+    assert emulator.requests_to("cancel") == []
+
+
+def test_a_429_without_retry_after_pauses_every_worker_and_one_request_probes(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy's or WAF's 429 gives no Retry-After. Every worker must still stand back for the backoff,
+    # and one request probes the wall before the others resume (8 workers sent 27 into a 2 s wall).
+    hook = hook_for(emulator, monkeypatch, backoff_base=0.5, max_attempts=8)
+    hook.authenticate()
+    wall_ends = time.time() + 2.0  # the emulator records wall-clock times
+    emulator.inject("status", status=429, retry_after="", times=None, seconds=2.0)
+    plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
+    assert outcome.count(CANCELED) == 40
+    into_the_wall = [r for r in emulator.requests_to("cancel") if r.received_at < wall_ends - 0.05]
+    # The first wave of 8 was in flight before any 429 came back; after it, only probes.
+    assert len(into_the_wall) <= 8 + 3, len(into_the_wall)
+
+
+def test_a_short_retry_after_on_the_last_attempt_still_pauses_the_other_workers(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = hook_for(emulator, monkeypatch, max_attempts=1)
+    hook.authenticate()
+    emulator.latency = 0.05
+    emulator.inject("status", status=429, retry_after="2", order_id=1003)
+    plan = plan_bulk_cancel(list(range(1000, 1020)), "created_by_mistake")
+    BulkRun(hook, plan.requests, max_concurrency=4).run()
+    cancels = emulator.requests_to("cancel")
+    wall = next(r.received_at for r in cancels if r.body.get("orderId") == 1003)
+    # Requests already on their way when the 429 came back arrive within moments; none for 2 s after.
+    during = [r for r in cancels if wall + 0.5 < r.received_at < wall + 1.9]
+    assert during == [], [round(r.received_at - wall, 2) for r in during]
+    assert any(r.received_at >= wall + 1.9 for r in cancels)
+
+
+@pytest.fixture
+def slow_handshake_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[bytes]]]:
+    """A TLS server that waits 1.5 s before its handshake, then records what the client sends."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            time.sleep(1.5)  # the client sits in its TLS handshake meanwhile
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(2.0)
+                    received.append(tls.recv(65536))
+            except (OSError, ssl.SSLError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], cert, received
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_a_request_still_in_its_tls_handshake_when_stopped_is_never_sent(
+    slow_handshake_server: tuple[int, Path, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert, received = slow_handshake_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    conn = kibo_connection(f"https://127.0.0.1:{port}", login="", password="", access_token="tok-123")
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_TLS", json.dumps(conn))
+    hook = KiboHook("kibo_tls", timeout=5)
+    threading.Timer(0.5, hook.stop).start()
+    with pytest.raises(KiboStoppedError) as caught:
+        hook.cancel_order(1001, "created_by_mistake")
+    assert not caught.value.sent
+    # The handshake finished (the server got to read), but not a byte of the request followed.
+    assert received in ([], [b""]), received
+
+
+def test_the_order_id_field_follows_the_connection_and_a_400_naming_it_says_how_to_switch(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.order_id_field = "orderID"  # a tenant that spells it as Kibo's own pages do
+    with pytest.raises(KiboBadRequestError) as caught:
+        hook_for(emulator, monkeypatch).cancel_order(1001, "created_by_mistake")
+    message = str(caught.value)
+    assert "sent as 'orderId'" in message and "set extra order_id_field to 'orderID'" in message
+    assert "'kibo_faults'" in message
+
+    order = hook_for(emulator, monkeypatch, order_id_field="orderID").cancel_order(1002, "created_by_mistake")
+    assert order["orderStatus"] == "CANCELED"
+    assert emulator.requests_to("cancel")[-1].body == {
+        "orderID": 1002,
+        "dispositionReason": "created_by_mistake",
+    }
+
+
+def test_an_unknown_order_id_field_is_a_configuration_error(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(KiboConfigurationError, match="extra 'order_id_field' must be 'orderId'"):
+        hook_for(emulator, monkeypatch, order_id_field="order_id").cancel_order(1001, "created_by_mistake")
+    assert emulator.requests == []
+    assert TENANT  # the connection was otherwise valid
