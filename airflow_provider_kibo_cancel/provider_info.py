@@ -44,6 +44,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Secret are empty. It cannot be refreshed.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
+    "order_id_field": {
+        "label": "Order id field",
+        "description": "How the cancel body spells the order id: orderId (the specification's, the "
+        "default) or orderID (as Kibo's own pages spell it). Change it only if Kibo answers 400 naming it.",
+        "schema": {"type": ["string", "null"], "enum": ["orderId", "orderID"], "default": "orderId"},
+    },
     "auth_url": {
         "label": "OAuth URL override",
         "description": "Optional. Default: Kibo's home.mozu.com OAuth endpoint, or "

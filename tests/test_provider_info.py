@@ -73,6 +73,12 @@ def test_environment_dropdown_defaults_to_sandbox() -> None:
     assert conn_type["ui-field-behaviour"]["hidden-fields"] == ["schema", "port"]
 
 
+def test_order_id_field_dropdown_defaults_to_the_specifications_spelling() -> None:
+    (conn_type,) = get_provider_info()["connection-types"]
+    schema = conn_type["conn-fields"]["order_id_field"]["schema"]
+    assert (schema["enum"], schema["default"]) == (["orderId", "orderID"], "orderId")
+
+
 def test_importing_the_package_does_not_import_airflow() -> None:
     code = (
         "import sys, airflow_provider_kibo_cancel as p; p.get_provider_info(); "
