@@ -7,10 +7,14 @@ stored in the metadata database, not in the environment): where providers usuall
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
@@ -101,3 +105,65 @@ def wait_for_runs(stack: AirflowStack, dag_id: str, timeout: float = 180) -> lis
             return runs
         time.sleep(1)
     raise TimeoutError(f"no run of {dag_id} after {timeout} s")
+
+
+def _process_holding(client_port: int) -> psutil.Process:
+    """The task process whose connection to the emulator has this client port (a descendant of ours)."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any(c.laddr and c.laddr.port == client_port for c in proc.net_connections(kind="tcp")):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    raise AssertionError(f"no process holds client port {client_port}")
+
+
+def test_a_kill_stops_both_operators_under_a_real_task_runner(
+    tmp_path: Path, emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM is what the task runner's supervisor sends on a kill or "mark failed". Airflow 3.1+'s task
+    # runner then calls on_kill; 3.0's has no handler, so the operators install their own.
+    monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(Path(__file__).parent / "dags_kill" / "kibo_kill.py", dags)
+    env = AirflowEnv(tmp_path / "airflow_home", dags)
+    env.home.mkdir()
+    env.migrate()
+    emulator.latency = 0.2  # 100 orders two at a time: about 10 s of cancels
+    emulator.inject("status", status=503, order_id=3000, times=None)
+    with AirflowStack(env) as stack:
+        stack.add_connection("kibo_default", kibo_connection(emulator, backoff_base=8, max_attempts=5))
+        stack.wait_for_dag("kibo_kill")
+        stack.api("PATCH", "/api/v2/dags/kibo_kill", json={"is_paused": False})
+        run = stack.api("POST", "/api/v2/dags/kibo_kill/dagRuns", json={"logical_date": None})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            cancels = emulator.requests_to("cancel")
+            bulk = [r for r in cancels if r.body.get("orderId") != 3000]
+            single = [r for r in cancels if r.body.get("orderId") == 3000]
+            if len(bulk) >= 10 and single:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the tasks did not start sending: {len(emulator.requests)} requests")
+        targets = {_process_holding(bulk[-1].client_port), _process_holding(single[-1].client_port)}
+        killed_at = time.time()
+        for proc in targets:
+            os.kill(proc.pid, signal.SIGTERM)
+        state = stack.wait_for_run("kibo_kill", run["dag_run_id"])
+        base = f"/api/v2/dags/kibo_kill/dagRuns/{run['dag_run_id']}/taskInstances"
+        tasks = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
+        entry = stack.api("GET", f"{base}/bulk/xcomEntries/summary")
+
+    assert state == "failed" and tasks == {"bulk": "failed", "single": "failed"}, tasks
+    # Requests already on the wire at the kill arrive within moments; nothing was sent after it.
+    late = [r for r in emulator.requests_to("cancel") if r.received_at > killed_at + 1.0]
+    assert late == [], [(r.body, round(r.received_at - killed_at, 2)) for r in late]
+    assert len([r for r in emulator.requests_to("cancel") if r.body.get("orderId") == 3000]) == len(single)
+    summary = entry["value"] if isinstance(entry["value"], dict) else json.loads(entry["value"])
+    assert summary["halted"] == "stopped"
+    assert len(summary["canceled"]) + len(summary["failed"]) + len(summary["not_attempted"]) == 100
+    applied = [i for i in range(1000, 1100) if emulator.cancels_applied(i)]
+    assert set(summary["canceled"]) | {f["order_id"] for f in summary["failed"]} >= set(applied)
+    assert summary["not_attempted"], "the kill came long before the end"

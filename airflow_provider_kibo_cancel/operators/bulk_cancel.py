@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel._compat import (
@@ -21,6 +22,7 @@ from airflow_provider_kibo_cancel.operators.deferral import (
     defer_until_kibo_accepts,
     deferral_problems,
 )
+from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -144,18 +146,31 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.defer_threshold = defer_threshold
         self.max_deferred_wait = max_deferred_wait
         self.max_orders = max_orders
-        self._hook: KiboHook | None = None  # set while the requests run, so on_kill can stop them
+        self._killed = False  # on_kill came; a hook built after it is stopped at once
+
+    @cached_property
+    def hook(self) -> KiboHook:
+        """The run's one hook (session, token, retry policy), built once the settings are checked."""
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
+        return KiboHook(
+            kibo_conn_id=self.kibo_conn_id,
+            pool_size=self.max_concurrency,
+            requests_per_second=self.requests_per_second,
+            max_sleep=self.defer_threshold if self.deferrable else None,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        return self._execute(context, None)
+        with on_kill_at_sigterm(self):
+            return self._execute(context, None)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed after a deferred Retry-After: send only the orders left (the state is in the event)."""
-        return self._execute(context, event["state"])
+        with on_kill_at_sigterm(self):
+            return self._execute(context, event["state"])
 
     def _execute(self, context: Context, state: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_kibo_cancel import assets, metrics
-        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
         from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
@@ -178,12 +193,9 @@ class BulkCancelOrdersOperator(BaseOperator):
             return self._dry_run(context, plan)
 
         previous, todo = self._resume_point(plan, state)
-        hook = self._hook = KiboHook(
-            kibo_conn_id=self.kibo_conn_id,
-            pool_size=self.max_concurrency,
-            requests_per_second=self.requests_per_second,
-            max_sleep=self.defer_threshold if self.deferrable else None,
-        )
+        hook = self.hook
+        if self._killed:
+            hook.stop()  # killed while planning: nothing is sent, every order is not_attempted
         dispatched = False
         run = BulkRun(
             hook,
@@ -211,8 +223,6 @@ class BulkCancelOrdersOperator(BaseOperator):
             if isinstance(exc, KiboError):
                 fail_task_unless_retryable(exc)
             raise
-        finally:
-            self._hook = None
         if outcome.halted == RATE_LIMITED and self.deferrable:
             self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
@@ -276,19 +286,18 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
-        hook = self._hook
+        self._killed = True
+        hook = self.__dict__.get("hook")  # not the property: a kill while planning builds no hook
+        self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
         if hook is not None:
-            self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
             hook.stop()
 
     def _dry_run(self, context: Context, plan: BulkCancelPlan) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-
         summary = self._summary(plan, None)
         self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
         self._push_summary(context, summary)
         if self.outlets:  # the event names the tenant, so the connection is read; nothing is sent
-            self._dry_run_event(context, KiboHook(kibo_conn_id=self.kibo_conn_id), summary)
+            self._dry_run_event(context, self.hook, summary)
         return summary
 
     def _dry_run_event(self, context: Context, hook: KiboHook, summary: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel._compat import BaseOperator, default_deferrable
@@ -19,10 +20,13 @@ from airflow_provider_kibo_cancel.operators.deferral import (
     defer_until_kibo_accepts,
     deferral_problems,
 )
+from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
 
 class CancelOrderOperator(BaseOperator):
@@ -78,24 +82,43 @@ class CancelOrderOperator(BaseOperator):
         self.deferrable = deferrable
         self.defer_threshold = defer_threshold
         self.max_deferred_wait = max_deferred_wait
+        self._killed = False
+
+    @cached_property
+    def hook(self) -> KiboHook:
+        """The task's hook; built on first use, after the parameters were rendered."""
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
+        return KiboHook(
+            kibo_conn_id=self.kibo_conn_id, max_sleep=self.defer_threshold if self.deferrable else None
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        return self._cancel(context, {"deferred_seconds": 0.0})
+        with on_kill_at_sigterm(self):
+            return self._cancel(context, {"deferred_seconds": 0.0})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed after a deferred Retry-After: the worker sends the cancel again."""
-        return self._cancel(context, event["state"])
+        with on_kill_at_sigterm(self):
+            return self._cancel(context, event["state"])
+
+    def on_kill(self) -> None:
+        """Killed, marked failed or timed out (SIGTERM): a cancel waiting to be sent is not sent."""
+        self._killed = True
+        hook = self.__dict__.get("hook")  # not the property: a kill before the hook exists builds none
+        if hook is not None:
+            self.log.warning("Cancel told to stop: it will not be sent (again)")
+            hook.stop()
 
     def _cancel(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
         from airflow_provider_kibo_cancel import assets, metrics
-        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
         from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
-        hook = KiboHook(
-            kibo_conn_id=self.kibo_conn_id, max_sleep=self.defer_threshold if self.deferrable else None
-        )
+        hook = self.hook
+        if self._killed:
+            hook.stop()  # the kill came before the hook existed
         try:
             problems = deferral_problems(self.deferrable, self.defer_threshold, self.max_deferred_wait)
             if problems:
