@@ -1,0 +1,87 @@
+"""Issue 20, the inputs side: strings never iterated as orders, races of the progress line, an idle wait
+that does not spin, messages that say what happened, a typo'd reason that stops a run, asset events only
+for a run that canceled something. In-process, real HTTP to the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.exceptions import KiboValidationError
+from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+
+
+class _TaskInstance:
+    """Just enough of a task instance for execute(): XCom pushes are kept."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+# --- finding 1: a string is never iterated as orders ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "orders",
+    [
+        '"1001"',  # {{ ... | tojson }} of a string
+        "'9001'",  # a quoting mistake
+        '"57, 58"',
+        b'"1001"',
+        '{"order_id": 1001}',  # a JSON object, not a list
+        "1001.5",
+        "null",
+        "cancel 1001 please",
+        1313,  # one number: the contract takes a list
+        {"order_id": 1313},
+    ],
+)
+def test_a_value_that_is_not_a_list_is_refused_saying_how_to_pass_one(orders: Any) -> None:
+    with pytest.raises(KiboValidationError) as caught:
+        plan_bulk_cancel(orders, "created_by_mistake")
+    message = str(caught.value)
+    assert message.startswith("Invalid cancel request, nothing was sent: orders must be a list")
+    shown = orders.decode() if isinstance(orders, bytes) else orders
+    assert repr(shown)[:40] in message  # names the value
+    assert "[1311, 1312]" in message and "| tojson" in message  # says how to pass a list
+
+
+@pytest.mark.parametrize(
+    ("orders", "expected"),
+    [
+        ("1313", [1313]),
+        ("1301, 1302", [1301, 1302]),
+        (" 1301,1302 1303 ", [1301, 1302, 1303]),
+        ("[1311, 1312]", [1311, 1312]),  # JSON, or Jinja's rendering of a list
+        ("[{'order_id': 1311}, 1312]", [1311, 1312]),  # Python's repr of a list
+        (b"[1311]", [1311]),
+        ('["1311", {"order_id": "1312"}]', [1311, 1312]),  # digit strings inside a list are ids
+    ],
+)
+def test_text_of_order_ids_is_read_the_same_for_one_order_and_for_many(
+    orders: Any, expected: list[int]
+) -> None:
+    assert [r.order_id for r in plan_bulk_cancel(orders, "created_by_mistake").requests] == expected
+
+
+def test_a_quoted_id_inside_the_list_is_an_invalid_entry_not_its_digits() -> None:
+    plan = plan_bulk_cancel(['"1001"', {"order_id": "57, 58"}, 1002], "created_by_mistake")
+    assert [r.order_id for r in plan.requests] == [1002]
+    assert [i["input"] for i in plan.invalid] == ['"1001"', {"order_id": "57, 58"}]
+
+
+def test_a_json_string_of_orders_sends_nothing(kibo_conn: KiboEmulator) -> None:
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk", orders='"1001"', disposition_reason="created_by_mistake"
+    )
+    with pytest.raises(AirflowFailException, match="orders must be a list"):
+        operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert kibo_conn.requests == []
