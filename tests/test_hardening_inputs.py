@@ -4,6 +4,9 @@ for a run that canceled something. In-process, real HTTP to the emulator."""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -85,3 +88,66 @@ def test_a_json_string_of_orders_sends_nothing(kibo_conn: KiboEmulator) -> None:
     with pytest.raises(AirflowFailException, match="orders must be a list"):
         operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
     assert kibo_conn.requests == []
+
+
+# --- finding 3: a progress line never races the workers ------------------------------------------------
+
+
+@pytest.fixture
+def fast_switches() -> Iterator[None]:
+    """Threads switch far more often than by default: a read racing the workers' writes shows at once."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_progress_lines_while_workers_insert_do_not_stop_the_run(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, fast_switches: None
+) -> None:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.models import CancelOrderRequest, CancelResult
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    # The token comes from the emulator over HTTP; each cancel answers at once (the race is in this
+    # process: workers inserting results while the progress line walks them).
+    def instant_cancel(self: KiboHook, request: CancelOrderRequest, **_: Any) -> CancelResult:
+        return CancelResult({"id": request.order_id, "orderStatus": "CANCELED"}, already_canceled=False)
+
+    monkeypatch.setattr(KiboHook, "cancel", instant_cancel)
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=list(range(1, 60_001)),
+        disposition_reason="created_by_mistake",
+        max_orders=None,
+        progress_interval=1e-4,
+    )
+    lines: list[str] = []
+    monkeypatch.setattr(operator.log, "info", lambda msg, *args: lines.append(msg % args))
+    summary = operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert len(summary["canceled"]) == 60_000 and summary["halted"] is None
+    progress = [line for line in lines if line.startswith("Bulk cancel progress")]
+    assert len(progress) > 10  # the race was exercised
+    assert progress[-1].startswith("Bulk cancel progress: 60000/60000 done (100%)")
+
+
+# --- finding 11: waiting for the workers does not spin ---------------------------------------------------
+
+
+def test_a_run_without_a_progress_callback_waits_without_spinning(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+    from tests.test_reliability import hook_for
+
+    hook = hook_for(emulator, monkeypatch)
+    hook.authenticate()
+    emulator.latency = 1.5  # the workers wait on the wire; the thread in run() has nothing to do
+    plan = plan_bulk_cancel([1001, 1002], "created_by_mistake")
+    cpu_before, wall_before = time.thread_time(), time.monotonic()
+    outcome = BulkRun(hook, plan.requests, max_concurrency=2).run(progress_interval=0.1)
+    cpu, wall = time.thread_time() - cpu_before, time.monotonic() - wall_before
+    assert outcome.count("canceled") == 2 and wall >= 1.5
+    assert cpu < 0.2, f"the waiting thread used {cpu:.2f} s of CPU in {wall:.2f} s"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
     from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
+    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, ProgressSnapshot
 
 MAX_CONCURRENCY = 64
 #: The XCom key that holds the summary whatever the outcome (success, failure, stop).
@@ -366,22 +366,21 @@ class BulkCancelOrdersOperator(BaseOperator):
                 ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
             )
 
-    def _log_progress(self, outcome: BulkCancelOutcome, total: int) -> None:
-        from airflow_provider_kibo_cancel.operators.bulk_runner import ALREADY_CANCELED, CANCELED, FAILED
-
-        rate = outcome.done / outcome.elapsed if outcome.elapsed else 0.0
-        eta = (total - outcome.done) / rate if rate else float("inf")
+    def _log_progress(self, progress: ProgressSnapshot) -> None:
+        """One progress line, from counts the run took under its lock (never the live outcome)."""
+        rate = progress.rate
+        eta = (progress.total - progress.done) / rate if rate else float("inf")
         self.log.info(
             "Bulk cancel progress: %d/%d done (%.0f%%), %.1f orders/s, ETA %.0f s; "
             "%d canceled, %d already canceled, %d failed",
-            outcome.done,
-            total,
-            100 * outcome.done / total if total else 100,
+            progress.done,
+            progress.total,
+            100 * progress.done / progress.total if progress.total else 100,
             rate,
             eta,
-            outcome.count(CANCELED),
-            outcome.count(ALREADY_CANCELED),
-            outcome.count(FAILED),
+            progress.canceled,
+            progress.already_canceled,
+            progress.failed,
         )
 
     def _log_result(self, summary: dict[str, Any]) -> None:

@@ -58,16 +58,31 @@ class BulkCancelOutcome:
     # again, the cancel was most likely ours, as the hook decides within one call.
     maybe_applied: set[int] = field(default_factory=set)
 
-    @property
-    def done(self) -> int:
-        return sum(1 for bucket in self.results.values() if bucket != NOT_ATTEMPTED)
-
     def count(self, bucket: str) -> int:
+        """How many orders are in ``bucket``: for a settled outcome (a running one: BulkRun.snapshot)."""
         return sum(1 for value in self.results.values() if value == bucket)
 
     def ids(self, requests: list[CancelOrderRequest], bucket: str) -> list[int]:
         """Order ids in ``bucket``, in input order."""
         return [r.order_id for r in requests if self.results.get(r.order_id, NOT_ATTEMPTED) == bucket]
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """The counts of a running bulk cancel at one moment, taken under the run's lock (see
+    :meth:`BulkRun.snapshot`): a progress line reads this, never the outcome the workers are writing."""
+
+    total: int
+    done: int
+    elapsed: float
+    canceled: int
+    already_canceled: int
+    failed: int
+
+    @property
+    def rate(self) -> float:
+        """Orders settled per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
 def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
@@ -110,6 +125,7 @@ class BulkRun:
         self._forbidden_in_a_row = 0
         self._closed = False  # set once the outcome is final: late results are dropped
         self._crashed: list[BaseException] = []
+        self._started: float | None = None  # monotonic time run() started
 
     def stop(self) -> None:
         """Stop dispatching and end every wait of the hook; requests on the wire may finish."""
@@ -117,13 +133,14 @@ class BulkRun:
 
     def run(
         self,
-        progress: Callable[[BulkCancelOutcome, int], None] | None = None,
+        progress: Callable[[ProgressSnapshot], None] | None = None,
         progress_interval: float = 10.0,
     ) -> BulkCancelOutcome:
         """
         Run to the end or to a halt; ``progress`` is called every ``progress_interval`` seconds and once
-        at the end. Any exception reaching this thread (a task timeout, an interrupt) stops the run, waits
-        up to :data:`STOP_GRACE_SECONDS` for requests in flight, settles the outcome and re-raises.
+        at the end, with a :class:`ProgressSnapshot` taken under the run's lock. Any exception reaching
+        this thread (a task timeout, an interrupt) stops the run, waits up to :data:`STOP_GRACE_SECONDS`
+        for requests in flight, settles the outcome and re-raises.
         """
         started = time.monotonic()
         workers = [
@@ -133,15 +150,19 @@ class BulkRun:
         try:
             for thread in workers:
                 thread.start()
+            self._started = started
             next_report = started + progress_interval
             for thread in workers:
                 while thread.is_alive():
-                    # Short joins: a stop from on_kill (a signal handler) is seen within a second.
-                    thread.join(timeout=min(1.0, max(0.0, next_report - time.monotonic())))
+                    # Joins of at most a second: a stop from on_kill (a signal handler) is seen within
+                    # one. Without a progress callback there is no report to wake for (a zero timeout
+                    # there would spin a core until the run ends).
+                    wait = 1.0 if progress is None else min(1.0, next_report - time.monotonic())
+                    thread.join(timeout=max(0.0, wait))
                     if progress is not None and time.monotonic() >= next_report:
-                        self.outcome.elapsed = self._elapsed_before + time.monotonic() - started
-                        progress(self.outcome, self._total)
-                        next_report += progress_interval
+                        progress(self.snapshot())
+                        # Never behind the clock: a slow callback skips reports rather than repeating them.
+                        next_report = max(next_report + progress_interval, time.monotonic())
         except BaseException:
             self.stop()
             self._join(workers, STOP_GRACE_SECONDS)
@@ -151,8 +172,27 @@ class BulkRun:
         if self._crashed:
             raise self._crashed[0]
         if progress is not None:
-            progress(self.outcome, self._total)
+            progress(self.snapshot())
         return self.outcome
+
+    def snapshot(self) -> ProgressSnapshot:
+        """Consistent counts of the run so far, read under the lock the workers write under."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for bucket in self.outcome.results.values():
+                counts[bucket] = counts.get(bucket, 0) + 1
+            if self._closed:
+                elapsed = self.outcome.elapsed
+            else:
+                elapsed = self._elapsed_before + time.monotonic() - (self._started or time.monotonic())
+        return ProgressSnapshot(
+            total=self._total,
+            done=sum(count for bucket, count in counts.items() if bucket != NOT_ATTEMPTED),
+            elapsed=elapsed,
+            canceled=counts.get(CANCELED, 0),
+            already_canceled=counts.get(ALREADY_CANCELED, 0),
+            failed=counts.get(FAILED, 0),
+        )
 
     # --- worker threads ---------------------------------------------------------------------------------
 
