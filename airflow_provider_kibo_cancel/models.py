@@ -575,8 +575,8 @@ def plan_bulk_cancel(
     """
     Validate every entry of a bulk cancel; the first occurrence of an order id wins, later ones are
     duplicates. An entry is an order id, or a dict with ``order_id`` and optional ``disposition_reason``
-    / ``disposition_other_reason``; the defaults fill what it leaves out (the default explanation only
-    when the entry keeps the default reason).
+    / ``disposition_other_reason``; the defaults fill what it leaves out or gives as None (the default
+    explanation only when the entry keeps the default reason).
     """
     orders = _orders_sequence(orders)
     if nesting_exceeds(orders, _MAX_ORDERS_NESTING):
@@ -594,9 +594,12 @@ def plan_bulk_cancel(
                 invalid.append({"input": _json_safe(entry), "errors": [problem]})
                 continue
             order_id = entry["order_id"]
-            reason = entry.get("disposition_reason", disposition_reason)
-            default_other = None if "disposition_reason" in entry else disposition_other_reason
-            other = entry.get("disposition_other_reason", default_other)
+            # An explicit None (a CSV's `row["reason"] or None`) means "use the default", as if left out.
+            own_reason = entry.get("disposition_reason")
+            reason = disposition_reason if own_reason is None else own_reason
+            default_other = disposition_other_reason if own_reason is None else None
+            own_other = entry.get("disposition_other_reason")
+            other = default_other if own_other is None else own_other
         else:
             order_id, reason, other = entry, disposition_reason, disposition_other_reason
         if reason is None:

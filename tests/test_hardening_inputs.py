@@ -151,3 +151,78 @@ def test_a_run_without_a_progress_callback_waits_without_spinning(
     cpu, wall = time.thread_time() - cpu_before, time.monotonic() - wall_before
     assert outcome.count("canceled") == 2 and wall >= 1.5
     assert cpu < 0.2, f"the waiting thread used {cpu:.2f} s of CPU in {wall:.2f} s"
+
+
+# --- finding 10: messages and summaries that say what happened ----------------------------------------
+
+
+def test_a_run_stopped_by_max_deferred_wait_says_so(kibo_conn: KiboEmulator) -> None:
+    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    kibo_conn.inject("status", status=429, retry_after="600", times=None)
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=[1001, 1002, 1003],
+        disposition_reason="created_by_mistake",
+        max_concurrency=1,
+        deferrable=True,
+        defer_threshold=1,
+        max_deferred_wait=10,
+    )
+    ti = _TaskInstance()
+    with pytest.raises(KiboBulkCancelError) as caught:
+        operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    message = str(caught.value)
+    assert "beyond max_deferred_wait (10 s in all)" in message
+    assert "max_retry_wait" not in message
+    assert "continues where this one stopped" not in message
+    assert "A task retry starts over: it sends every order again" in message
+    assert ti.pushed["summary"]["halted"] == "rate_limited"
+
+
+def test_the_deferral_refusal_does_not_promise_a_retry_continues() -> None:
+    from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
+    from airflow_provider_kibo_cancel.operators.deferral import defer_until_kibo_accepts
+
+    with pytest.raises(KiboRateLimitError) as caught:
+        defer_until_kibo_accepts(None, wait=600, state={}, max_deferred_wait=10)  # type: ignore[arg-type]
+    assert "continues where this one stopped" not in str(caught.value)
+    assert "an order canceled meanwhile (by this run too) is reported already_canceled" in str(caught.value)
+
+
+def test_a_real_run_refused_by_max_orders_is_no_dry_run(kibo_conn: KiboEmulator) -> None:
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk", orders=[1001, 1002, "x"], disposition_reason="created_by_mistake", max_orders=1
+    )
+    ti = _TaskInstance()
+    with pytest.raises(AirflowFailException, match="Refusing to cancel 2 orders"):
+        operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    summary = ti.pushed["summary"]
+    assert summary["dry_run"] is False
+    assert summary["halted"] == "max_orders"
+    assert summary["would_cancel"] == summary["not_attempted"] == [1001, 1002]
+    assert summary["canceled"] == [] and [i["input"] for i in summary["invalid"]] == ["x"]
+    assert kibo_conn.requests_to("cancel") == []
+
+
+def test_an_explicit_none_in_an_entry_means_the_operators_default() -> None:
+    rows = [
+        {"order_id": 1001, "disposition_reason": None},  # a CSV's `row["reason"] or None`
+        {"order_id": 1002, "disposition_reason": None, "disposition_other_reason": None},
+        {"order_id": 1003, "disposition_reason": "created_by_mistake", "disposition_other_reason": None},
+    ]
+    plan = plan_bulk_cancel(rows, "other", "duplicate order")
+    assert not plan.invalid
+    assert [(r.disposition_reason, r.disposition_other_reason) for r in plan.requests] == [
+        ("other", "duplicate order"),
+        ("other", "duplicate order"),
+        ("created_by_mistake", None),  # the default note goes with the default reason only
+    ]
+    (invalid,) = plan_bulk_cancel([{"order_id": 1001, "disposition_reason": None}], None).invalid
+    assert invalid["errors"] == [
+        "disposition_reason is required: give it per order or as the operator's default"
+    ]

@@ -38,6 +38,8 @@ SUMMARY_XCOM_KEY = "summary"
 #: Default cap on the orders one run may cancel: well above a routine reconciliation run (tens to hundreds),
 #: well below the open-order book a wrong join or an empty filter upstream would hand over.
 DEFAULT_MAX_ORDERS = 2000
+#: ``halted`` of the summary of a real run that ``max_orders`` refused before sending anything.
+MAX_ORDERS_REFUSED = "max_orders"
 
 
 def _order_limit(value: Any) -> int | None:
@@ -213,14 +215,15 @@ class BulkCancelOrdersOperator(BaseOperator):
             raise
         finally:
             self._hook = None
+        deferral_refused = None
         if outcome.halted == RATE_LIMITED and self.deferrable:
-            self._defer(plan, outcome, state or {})
+            deferral_refused = self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
         metrics.cancel_outcomes(summary)
         self._push_summary(context, summary)
         self._log_result(summary)
         if outcome.halted is not None and summary["not_attempted"]:
-            self._fail_halted(outcome, summary)
+            self._fail_halted(outcome, summary, deferral_refused)
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
         assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
@@ -255,11 +258,16 @@ class BulkCancelOrdersOperator(BaseOperator):
             if not self.deferrable or exc.retry_after is None or exc.retry_after <= hook.longest_sleep:
                 raise
             previous.resume_at = time.time() + exc.retry_after
-            self._defer(plan, previous, state)
+            refused = self._defer(plan, previous, state)
+            if refused is not None:  # beyond max_deferred_wait: say so, not just "429"
+                raise KiboRateLimitError(f"{refused} ({exc})") from exc
             raise
 
-    def _defer(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome, state: dict[str, Any]) -> None:
-        """Defer the whole run until Kibo accepts calls again, carrying what is settled (ids and buckets)."""
+    def _defer(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome, state: dict[str, Any]) -> str | None:
+        """
+        Defer the whole run until Kibo accepts calls again, carrying what is settled (ids and buckets);
+        returns (instead of deferring) why not when the wait would exceed ``max_deferred_wait``.
+        """
         from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
         from airflow_provider_kibo_cancel.operators.bulk_runner import compact_outcome
 
@@ -273,6 +281,8 @@ class BulkCancelOrdersOperator(BaseOperator):
             )
         except KiboRateLimitError as exc:
             self.log.warning("%s", exc)  # the run fails below as rate_limited, with its summary
+            return str(exc)
+        return None  # pragma: no cover - defer_until_kibo_accepts raises TaskDeferred
 
     def on_kill(self) -> None:
         """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
@@ -345,7 +355,7 @@ class BulkCancelOrdersOperator(BaseOperator):
                 limit,
             )
             return
-        self._push_summary(context, self._summary(plan, None))
+        self._push_summary(context, self._summary(plan, None, refused=True))
         # Retrying cannot shrink the plan: a person has to look at it, so no Airflow retries.
         raise AirflowFailException(
             f"Refusing to cancel {count} orders: more than max_orders={limit}, nothing was sent. "
@@ -397,8 +407,14 @@ class BulkCancelOrdersOperator(BaseOperator):
             len(summary["not_attempted"]),
         )
 
-    def _summary(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome | None) -> dict[str, Any]:
-        """Every entry once, each bucket in input order; ``outcome`` None for a dry run."""
+    def _summary(
+        self, plan: BulkCancelPlan, outcome: BulkCancelOutcome | None, *, refused: bool = False
+    ) -> dict[str, Any]:
+        """
+        Every entry once, each bucket in input order; ``outcome`` None for a dry run, or with
+        ``refused`` for a real run refused by ``max_orders`` before sending (``dry_run`` false, every
+        valid order ``not_attempted``, ``would_cancel`` the plan, ``halted`` ``max_orders``).
+        """
         from airflow_provider_kibo_cancel.operators.bulk_runner import (
             ALREADY_CANCELED,
             CANCELED,
@@ -407,7 +423,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             BulkCancelOutcome,
         )
 
-        dry_run = outcome is None
+        dry_run = outcome is None and not refused
         outcome = outcome or BulkCancelOutcome()
         requests = plan.requests
         summary: dict[str, Any] = {
@@ -420,9 +436,11 @@ class BulkCancelOrdersOperator(BaseOperator):
             "duplicates": plan.duplicates,
             "dry_run": dry_run,
         }
-        if dry_run:
+        if dry_run or refused:
             summary["would_cancel"] = [request.order_id for request in requests]
-        else:
+        if refused:
+            summary["halted"] = MAX_ORDERS_REFUSED
+        elif not dry_run:
             summary["elapsed_seconds"] = round(outcome.elapsed, 3)
             summary["halted"] = outcome.halted
         if outcome.orders:
@@ -436,7 +454,9 @@ class BulkCancelOrdersOperator(BaseOperator):
         except Exception:
             self.log.exception("Could not push the bulk cancel summary to XCom key %r", SUMMARY_XCOM_KEY)
 
-    def _fail_halted(self, outcome: BulkCancelOutcome, summary: dict[str, Any]) -> None:
+    def _fail_halted(
+        self, outcome: BulkCancelOutcome, summary: dict[str, Any], deferral_refused: str | None = None
+    ) -> None:
         """The run stopped dispatching before the end: say why, and whether a task retry can help."""
         from airflow_provider_kibo_cancel.operators.bulk_runner import (
             CIRCUIT_OPEN,
@@ -464,10 +484,16 @@ class BulkCancelOrdersOperator(BaseOperator):
             reason = f"Kibo looks down ({outcome.halt_error or 'every request failed for a retry schedule'})"
         elif outcome.halted == RATE_LIMITED:
             resume = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(outcome.resume_at or time.time()))
-            reason = (
-                f"Kibo asked to wait longer than max_retry_wait (429 Retry-After); it accepts calls again "
-                f"at {resume}"
-            )
+            if deferral_refused is not None:
+                reason = (
+                    f"Kibo asked to wait until {resume} (429 Retry-After), beyond max_deferred_wait "
+                    f"({self.max_deferred_wait:g} s in all): {deferral_refused}"
+                )
+            else:
+                reason = (
+                    f"Kibo asked to wait longer than max_retry_wait (429 Retry-After); it accepts calls "
+                    f"again at {resume}"
+                )
             self.log.warning("Kibo rate limit: no cancel is sent before %s", resume)
         else:
             reason = "the task was stopped (timeout, kill or interrupt)"
