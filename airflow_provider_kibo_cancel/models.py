@@ -46,6 +46,16 @@ DEFAULT_AUTH_URL = "https://home.mozu.com" + OAUTH_PATH
 CANCELED_STATUS = "CANCELED"
 
 
+def reason_suggestion(reason: str) -> str | None:
+    """The published reason ``reason`` is a near miss of (``created_by_mistak``), or None."""
+    import difflib
+
+    if reason in PUBLISHED_REASONS:
+        return None
+    matches = difflib.get_close_matches(reason, sorted(PUBLISHED_REASONS), n=1, cutoff=0.8)
+    return matches[0] if matches else None
+
+
 def _short(value: Any, limit: int = 60) -> str:
     if isinstance(value, str) and len(value) > limit:
         value = value[: limit + 1]  # repr() of the head only: an echoed value may be megabytes long

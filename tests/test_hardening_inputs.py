@@ -226,3 +226,99 @@ def test_an_explicit_none_in_an_entry_means_the_operators_default() -> None:
     assert invalid["errors"] == [
         "disposition_reason is required: give it per order or as the operator's default"
     ]
+
+
+# --- a typo repeats into every order: stopped after three identical 400s --------------------------------
+
+
+def _logged(operator: Any, monkeypatch: pytest.MonkeyPatch, level: str) -> list[str]:
+    lines: list[str] = []
+    monkeypatch.setattr(operator.log, level, lambda msg, *args: lines.append(msg % args))
+    return lines
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_typod_reason_stops_the_run_after_three_identical_400s(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=list(range(1000, 1020)),
+        disposition_reason="created_by_mistak",
+        max_concurrency=workers,
+    )
+    warnings = _logged(operator, monkeypatch, "warning")
+    ti = _TaskInstance()
+    with pytest.raises(AirflowFailException) as caught:  # no Airflow retries: the same request again
+        operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    assert (
+        "20 orders use a disposition_reason Kibo does not publish ('created_by_mistak': 20); sending as "
+        "given; did you mean 'created_by_mistake' for 'created_by_mistak'?"
+    ) in warnings
+    sent = len(kibo_conn.requests_to("cancel"))
+    assert 3 <= sent <= 3 + workers - 1  # three alike, and what was already on its way
+    summary = ti.pushed["summary"]
+    assert summary["halted"] == "repeated_bad_request"
+    assert len(summary["failed"]) == sent and len(summary["not_attempted"]) == 20 - sent
+    message = str(caught.value)
+    assert "Kibo refused 3 orders in a row with the same error" in message
+    assert (
+        f"{sent} x HTTP 400 INVALID_REQUEST_DATA: Validation error; dispositionReason 'created_by_mistak' "
+        "is not a valid disposition reason"
+    ) in message
+    assert "did you mean 'created_by_mistake' instead of disposition_reason 'created_by_mistak'?" in message
+
+
+def test_a_400_about_one_order_does_not_stop_the_run(kibo_conn: KiboEmulator) -> None:
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    bad = {"order_id": 1001, "disposition_reason": "created_by_mistak"}
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=[1000, bad, {**bad, "order_id": 1002}, 1003, {**bad, "order_id": 1004}, 1005],
+        disposition_reason="created_by_mistake",
+        max_concurrency=1,
+        fail_on_error=False,
+    )
+    summary = operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert summary["halted"] is None
+    assert summary["canceled"] == [1000, 1003, 1005]
+    assert [f["order_id"] for f in summary["failed"]] == [1001, 1002, 1004]
+
+
+def test_identical_errors_are_grouped_in_the_failure_message(kibo_conn: KiboEmulator) -> None:
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=[424240, 1001, 424241, 424242, 424243, 424244, 424245, 3000],
+        disposition_reason="created_by_mistake",
+        max_concurrency=1,
+    )
+    with pytest.raises(AirflowFailException) as caught:
+        operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    message = str(caught.value)
+    assert (
+        "6 x HTTP 404 GENERIC_NOT_FOUND: Order {order} not found "
+        "(6 orders: 424240, 424241, 424242, 424243, 424244 and 1 more)"
+    ) in message
+    assert "1 x HTTP 409 INVALID_ORDER_STATE: Order {order} cannot be canceled in status COMPLETED" in message
+
+
+def test_one_order_with_an_unpublished_reason_is_singular(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk", orders=[1001], disposition_reason="fraud_suspected", max_concurrency=1
+    )
+    warnings = _logged(operator, monkeypatch, "warning")
+    operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert warnings == [
+        "1 order uses a disposition_reason Kibo does not publish ('fraud_suspected': 1); sending as given"
+    ]

@@ -147,6 +147,8 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.max_deferred_wait = max_deferred_wait
         self.max_orders = max_orders
         self._hook: KiboHook | None = None  # set while the requests run, so on_kill can stop them
+        self._reason_of: dict[int, str] = {}  # order id -> the reason it is sent with (set in execute)
+        self._suggestions: dict[str, str] = {}  # a near-miss reason -> the published one it resembles
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._execute(context, None)
@@ -364,17 +366,46 @@ class BulkCancelOrdersOperator(BaseOperator):
         )
 
     def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
-        """One warning per run (with the count), not one per order."""
+        """One warning per run (with the count), not one per order; a near miss of a published reason
+        gets a "did you mean" (kept for the failure message too)."""
+        from airflow_provider_kibo_cancel.models import reason_suggestion
+
         unpublished: dict[str, int] = {}
         for request in plan.requests:
             if not request.is_published_reason:
                 unpublished[request.disposition_reason] = unpublished.get(request.disposition_reason, 0) + 1
+        self._reason_of = {request.order_id: request.disposition_reason for request in plan.requests}
+        self._suggestions = {
+            reason: suggestion for reason in unpublished if (suggestion := reason_suggestion(reason))
+        }
         if unpublished:
+            count = sum(unpublished.values())
             self.log.warning(
-                "%s use a disposition_reason Kibo does not publish (%s); sending as given",
-                counted(sum(unpublished.values()), "order"),
+                "%s %s a disposition_reason Kibo does not publish (%s); sending as given%s",
+                counted(count, "order"),
+                "uses" if count == 1 else "use",
                 ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
+                "".join(f"; did you mean {hint!r} for {typo!r}?" for typo, hint in self._suggestions.items()),
             )
+
+    def _grouped_failures(self, failed: list[dict[str, Any]], limit: int = 3) -> list[str]:
+        """Identical errors once, with their count and orders ("20 x HTTP 400 ...: ... (orders ...)"),
+        plus a "did you mean" when those orders used a near miss of a published reason."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import group_failures
+
+        lines = []
+        for description, order_ids in group_failures(failed)[:limit]:
+            shown = ", ".join(str(order_id) for order_id in order_ids[:5])
+            more = f" and {len(order_ids) - 5} more" if len(order_ids) > 5 else ""
+            line = f"{len(order_ids)} x {description} ({counted(len(order_ids), 'order')}: {shown}{more})"
+            reasons = dict.fromkeys(self._reason_of.get(order_id) for order_id in order_ids)
+            hints = [
+                f"did you mean {self._suggestions[reason]!r} instead of disposition_reason {reason!r}?"
+                for reason in reasons
+                if reason in self._suggestions
+            ]
+            lines.append(line + ("; " + " ".join(hints) if hints else ""))
+        return lines
 
     def _log_progress(self, progress: ProgressSnapshot) -> None:
         """One progress line, from counts the run took under its lock (never the live outcome)."""
@@ -463,6 +494,8 @@ class BulkCancelOrdersOperator(BaseOperator):
             CREDENTIALS_REFUSED,
             FORBIDDEN,
             FORBIDDEN_IN_A_ROW,
+            REPEATED_BAD_REQUEST,
+            SAME_BAD_REQUEST_IN_A_ROW,
         )
 
         left = counted(len(summary["not_attempted"]), "order")
@@ -478,6 +511,14 @@ class BulkCancelOrdersOperator(BaseOperator):
             reason, retryable = (
                 f"Kibo refused this tenant or site for {FORBIDDEN_IN_A_ROW} orders in a row "
                 f"({outcome.halt_error})",
+                False,
+            )
+        elif outcome.halted == REPEATED_BAD_REQUEST:
+            # The request itself is refused (a typo'd reason): every order would be refused alike, and a
+            # retry sends the same request.
+            reason, retryable = (
+                f"Kibo refused {SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error, so the "
+                f"rest would be refused alike: {'; '.join(self._grouped_failures(summary['failed'], 1))}",
                 False,
             )
         elif outcome.halted == CIRCUIT_OPEN:
@@ -505,7 +546,7 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def _fail(self, summary: dict[str, Any]) -> None:
         """Fail after everything was attempted; the summary is in XCom (key ``summary``)."""
-        first_problems = [f["error"] for f in summary["failed"][:3]] + [
+        first_problems = self._grouped_failures(summary["failed"]) + [
             f"{i['input']!r}: {'; '.join(i['errors'])}" for i in summary["invalid"][:3]
         ]
         message = (

@@ -6,6 +6,7 @@ Kept apart from the operator so that what Airflow sees (templating, XCom, task f
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
+    KiboBadRequestError,
     KiboCircuitOpenError,
     KiboError,
     KiboForbiddenError,
@@ -41,6 +43,12 @@ CREDENTIALS_REFUSED = "credentials_refused"
 FORBIDDEN = "forbidden"  # Kibo refused this tenant or site for several orders in a row
 #: 403s in a row (no other answer between) that stop a run: one order may be another site's, three are not.
 FORBIDDEN_IN_A_ROW = 3
+#: Kibo refused the request itself, the same way, for several orders in a row (a typo'd reason repeats
+#: into every order): the rest would be refused alike.
+REPEATED_BAD_REQUEST = "repeated_bad_request"
+#: Identical 400s in a row (same status, errorCode and message once the order id is taken out) that stop
+#: a run: one order's 400 may be about that order, three alike are about the request.
+SAME_BAD_REQUEST_IN_A_ROW = 3
 
 
 @dataclass
@@ -51,7 +59,7 @@ class BulkCancelOutcome:
     failures: dict[int, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed: float = 0.0
-    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED or None
+    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED, ... or None
     halt_error: KiboError | None = None  # the error that made the run stop dispatching, when there is one
     resume_at: float | None = None  # with RATE_LIMITED: when Kibo accepts calls again (epoch seconds)
     # Orders whose earlier attempt (before a deferral) may have been applied: found canceled when sent
@@ -90,6 +98,45 @@ def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
     return {**exc.to_dict(), "order_id": order_id, "rate_limited": exc.rate_limited}
 
 
+def _without_order_id(text: str, order_id: Any) -> str:
+    text = " ".join(text.split())
+    return re.sub(rf"(?<![0-9]){re.escape(str(order_id))}(?![0-9])", "{order}", text) if order_id else text
+
+
+def error_description(entry: dict[str, Any]) -> str:
+    """What Kibo said about one failed order, with its order id taken out ("... order {order} ...")."""
+    order_id = entry.get("order_id")
+    said = []
+    if entry.get("kibo_message"):
+        said.append(str(entry["kibo_message"]))
+    for item in entry.get("items") or []:
+        text = item.get("message") if isinstance(item, dict) else item
+        if text and str(text) not in said:
+            said.append(str(text))
+    if entry.get("status") is None or not said:
+        # No answer from Kibo to quote (a timeout, a stop): the error's own text, minus its order id.
+        text = str(entry.get("error", ""))
+        return _without_order_id(text, order_id)
+    head = f"HTTP {entry['status']}" + (f" {entry['error_code']}" if entry.get("error_code") else "")
+    return f"{head}: " + _without_order_id("; ".join(said), order_id)
+
+
+def error_signature(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """Failures with equal signatures are the same error: same status, errorCode and message."""
+    return (entry.get("status"), entry.get("error_code"), error_description(entry))
+
+
+def group_failures(failed: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Identical errors together, most frequent first: (description, the order ids it failed)."""
+    groups: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
+    for entry in failed:
+        key = error_signature(entry)
+        if key not in groups:
+            groups[key] = (error_description(entry), [])
+        groups[key][1].append(entry["order_id"])
+    return sorted(groups.values(), key=lambda group: -len(group[1]))
+
+
 class BulkRun:
     """
     Send every cancel with at most ``max_concurrency`` in flight over the hook's one session and token.
@@ -123,6 +170,7 @@ class BulkRun:
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
         self._total = len(requests) + len(self.outcome.results)  # a resumed run counts what was settled
         self._forbidden_in_a_row = 0
+        self._same_bad_request: tuple[tuple[Any, ...] | None, int] = (None, 0)  # signature, in a row
         self._closed = False  # set once the outcome is final: late results are dropped
         self._crashed: list[BaseException] = []
         self._started: float | None = None  # monotonic time run() started
@@ -218,6 +266,7 @@ class BulkRun:
             with self._lock:
                 self._in_flight.pop(ident, None)
                 self._forbidden_in_a_row = 0
+                self._same_bad_request = (None, 0)
                 if self._closed:
                     return
                 ours = request.order_id in self.outcome.maybe_applied
@@ -231,17 +280,29 @@ class BulkRun:
             self._in_flight.pop(ident, None)
             if self._closed:
                 return
+            signature = None
             if not exc.sent:
                 self.outcome.results[request.order_id] = NOT_ATTEMPTED
             else:
                 self.outcome.results[request.order_id] = FAILED
-                self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+                entry = self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+                if isinstance(exc, KiboBadRequestError):
+                    signature = error_signature(entry)
             self._forbidden_in_a_row = (
                 self._forbidden_in_a_row + 1 if isinstance(exc, KiboForbiddenError) else 0
             )
+            last, count = self._same_bad_request
+            same = signature is not None and signature == last
+            self._same_bad_request = (signature, count + 1 if same else int(signature is not None))
             halt = _halt_reason(exc)
             if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
                 halt = FORBIDDEN
+            if (
+                halt is None
+                and signature is not None
+                and self._same_bad_request[1] >= SAME_BAD_REQUEST_IN_A_ROW
+            ):
+                halt = REPEATED_BAD_REQUEST
             if halt is not None and self.outcome.halted is None:
                 self.outcome.halted, self.outcome.halt_error = halt, exc
                 if isinstance(exc, KiboRateLimitWaitError):
