@@ -322,3 +322,16 @@ def test_one_order_with_an_unpublished_reason_is_singular(
     assert warnings == [
         "1 order uses a disposition_reason Kibo does not publish ('fraud_suspected': 1); sending as given"
     ]
+
+
+def test_the_tenant_line_names_the_connection(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk", orders=[1001], disposition_reason="created_by_mistake"
+    )
+    lines = _logged(operator, monkeypatch, "info")
+    operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert f"Kibo connection 'kibo_default': tenant 30294 at {kibo_conn.url}" in lines

@@ -199,7 +199,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:
             # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
             # (one token request for the run), before any cancel is sent.
-            self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
+            self.log.info(
+                "Kibo connection %r: tenant %s at %s",
+                self.kibo_conn_id,
+                hook.settings.tenant_id,
+                hook.settings.base_url,
+            )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
             self._authenticate(hook, plan, previous, state or {})
             dispatched = True
