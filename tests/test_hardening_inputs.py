@@ -335,3 +335,17 @@ def test_the_tenant_line_names_the_connection(
     lines = _logged(operator, monkeypatch, "info")
     operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
     assert f"Kibo connection 'kibo_default': tenant 30294 at {kibo_conn.url}" in lines
+
+
+# --- asset events: a consumer reads an alias event's extra the same on every Airflow 3 -----------------
+
+
+def test_a_consumer_reads_an_alias_events_extra_as_it_was_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_kibo_cancel import assets
+
+    written = assets.extra_for_summary("30294", {"total": 2, "canceled": [1001], "already_canceled": [2001]})
+    monkeypatch.setattr(assets, "_airflow_version", lambda: (3, 0))  # lists travel as JSON text there
+    assert assets.event_extra(assets.alias_extra(written)) == written
+    assert assets.event_extra(written) == written
+    assert assets.canceled_any(written)
+    assert not assets.canceled_any({**written, "counts": {"canceled": 0}})

@@ -233,8 +233,15 @@ class BulkCancelOrdersOperator(BaseOperator):
             self._fail_halted(outcome, summary, deferral_refused)
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
-        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
+        self._emit_event(context, hook.settings.tenant_id, summary)
         return summary
+
+    def _emit_event(self, context: Context, tenant_id: str, summary: dict[str, Any]) -> None:
+        """The asset event of a successful run (an alias gets one only when this run canceled orders)."""
+        from airflow_provider_kibo_cancel import assets
+
+        if for_nothing := assets.emit_summary_event(context, self.outlets, tenant_id, summary):
+            self.log.info("%s", assets.nothing_canceled_note(for_nothing))
 
     def _resume_point(
         self, plan: BulkCancelPlan, state: dict[str, Any] | None
@@ -316,7 +323,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         except KiboError as exc:
             fail_task_unless_retryable(exc)
             raise
-        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
+        self._emit_event(context, hook.settings.tenant_id, summary)
 
     def _check_settings(self) -> None:
         problems = []

@@ -139,11 +139,12 @@ class CancelOrderOperator(BaseOperator):
             self.log.info(
                 "Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)")
             )
-        assets.emit_order_event(
+        if for_nothing := assets.emit_order_event(
             context,
             self.outlets,
             hook.settings.tenant_id,
             request.order_id,
             already_canceled=already_canceled,
-        )
+        ):
+            self.log.info("%s", assets.nothing_canceled_note(for_nothing))
         return order
