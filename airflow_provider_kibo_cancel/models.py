@@ -9,7 +9,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -565,7 +565,7 @@ def _orders_sequence(orders: Any) -> Any:
         return _list_from_text(orders)
     if isinstance(orders, int) and not isinstance(orders, bool):
         raise _not_a_list(orders, f"a single number: to cancel one order, pass [{_short(orders)}]")
-    if isinstance(orders, dict):
+    if isinstance(orders, Mapping):
         raise _not_a_list(orders, "a single dict: to cancel one order this way, pass [{...}]")
     if orders is None or isinstance(orders, bool | float) or not hasattr(orders, "__iter__"):
         raise _not_a_list(orders, f"a {_kind(orders)}")

@@ -349,3 +349,27 @@ def test_a_consumer_reads_an_alias_events_extra_as_it_was_written(monkeypatch: p
     assert assets.event_extra(written) == written
     assert assets.canceled_any(written)
     assert not assets.canceled_any({**written, "counts": {"canceled": 0}})
+
+
+def test_a_single_cancel_with_a_near_miss_reason_asks_did_you_mean(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+
+    operator = CancelOrderOperator(
+        task_id="one", order_id=1001, disposition_reason="created_by_mistak", dry_run=True
+    )
+    warnings = _logged(operator, monkeypatch, "warning")
+    operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert (
+        "disposition_reason 'created_by_mistak' is not one Kibo publishes: did you mean 'created_by_mistake'?"
+        in warnings
+    )
+    assert kibo_conn.requests_to("cancel") == []
+
+
+def test_a_mapping_that_is_not_a_dict_is_not_iterated_as_orders() -> None:
+    from types import MappingProxyType
+
+    with pytest.raises(KiboValidationError, match="a single dict"):
+        plan_bulk_cancel(MappingProxyType({1001: "x"}), "created_by_mistake")

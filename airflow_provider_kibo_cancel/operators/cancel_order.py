@@ -91,7 +91,7 @@ class CancelOrderOperator(BaseOperator):
         # pydantic are only needed when the task runs.
         from airflow_provider_kibo_cancel import assets, metrics
         from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-        from airflow_provider_kibo_cancel.models import CancelOrderRequest
+        from airflow_provider_kibo_cancel.models import CancelOrderRequest, reason_suggestion
 
         hook = KiboHook(
             kibo_conn_id=self.kibo_conn_id, max_sleep=self.defer_threshold if self.deferrable else None
@@ -104,6 +104,12 @@ class CancelOrderOperator(BaseOperator):
                 self.order_id, self.disposition_reason, self.disposition_other_reason
             )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
+            if suggestion := reason_suggestion(request.disposition_reason):
+                self.log.warning(
+                    "disposition_reason %r is not one Kibo publishes: did you mean %r?",
+                    request.disposition_reason,
+                    suggestion,
+                )
             if self.is_dry_run:
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
