@@ -209,8 +209,10 @@ class BulkRun:
                     thread.join(timeout=max(0.0, wait))
                     if progress is not None and time.monotonic() >= next_report:
                         progress(self.snapshot())
-                        # Never behind the clock: a slow callback skips reports rather than repeating them.
-                        next_report = max(next_report + progress_interval, time.monotonic())
+                        # A callback slower than the interval skips reports rather than repeating them.
+                        next_report += progress_interval
+                        if next_report <= time.monotonic():
+                            next_report = time.monotonic() + progress_interval
         except BaseException:
             self.stop()
             self._join(workers, STOP_GRACE_SECONDS)
