@@ -4,12 +4,22 @@ The asset of a tenant is ``kibo://{tenant_id}/orders/canceled`` (:func:`kibo_ord
 The operators attach an ``extra`` describing what they canceled to every ``Asset`` in their ``outlets``,
 and add that tenant's asset to every ``AssetAlias`` in them, when the task succeeds.
 
+Only an alias gives an event just when something happened: Airflow itself records an event for every
+``Asset`` a task declares in ``outlets`` each time the task succeeds, whatever the task does (checked in
+``TaskInstance.register_asset_changes_in_db``, 3.0 to 3.3: an outlet without a payload is registered
+with ``extra=None``); a task cannot withdraw it short of failing. So the operators add the tenant's asset
+to an ``AssetAlias`` only when the run canceled at least one order itself (``counts.canceled >= 1``): a
+run that canceled nothing new (everything canceled already, all failed or invalid, a dry run) starts no
+consumer scheduled on the asset. A declared ``Asset`` still gets its event; its extra then says
+``counts.canceled`` 0, which is how a consumer tells.
+
 Importing this module is cheap (no Airflow import at the top): Airflow imports it to normalize ``kibo://``
 URIs (the ``asset-uris`` handler in ``get_provider_info()``) and DAG files import it to name the asset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -109,6 +119,19 @@ def alias_extra(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def event_extra(extra: Any) -> dict[str, Any]:
+    """
+    An event's extra as the operators wrote it, whichever way it came: for a consumer reading
+    ``triggering_asset_events`` (an alias event's lists and dicts are JSON text before Airflow 3.2).
+    """
+    decoded: dict[str, Any] = dict(extra or {})
+    for key in ("canceled", "already_canceled", "counts"):
+        if isinstance(decoded.get(key), str):
+            with contextlib.suppress(ValueError):
+                decoded[key] = json.loads(decoded[key])
+    return decoded
+
+
 def _airflow_version() -> tuple[int, int]:
     from importlib.metadata import version
 
@@ -116,23 +139,45 @@ def _airflow_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def emit_canceled_orders(context: Context, outlets: Iterable[Any], extra: dict[str, Any]) -> None:
-    """
-    Attach ``extra`` to each ``Asset`` outlet's event and add the tenant's asset to each ``AssetAlias``.
+def canceled_any(extra: dict[str, Any]) -> bool:
+    """Whether the run an event describes canceled at least one order itself (a dry run cancels none)."""
+    return not extra.get("dry_run") and int(extra.get("counts", {}).get("canceled", 0)) > 0
 
-    Airflow records an event for a declared ``Asset`` outlet whenever the task succeeds, a dry run
-    included (its extra then says ``dry_run: true`` and lists nothing); an alias gets no event from a
-    dry run.
+
+def emit_canceled_orders(context: Context, outlets: Iterable[Any], extra: dict[str, Any]) -> list[Any]:
+    """
+    Attach ``extra`` to each ``Asset`` outlet's event and add the tenant's asset to each ``AssetAlias``
+    when the run canceled at least one order (:func:`canceled_any`).
+
+    Airflow records an event for a declared ``Asset`` outlet whenever the task succeeds, a dry run or a
+    run that canceled nothing included (its extra then says so: ``dry_run``, ``counts.canceled`` 0); an
+    alias gets no event then. Returns the ``Asset`` outlets that get an event although nothing was
+    canceled, so that the operator can say so.
     """
     from airflow.sdk import Asset, AssetAlias
 
     events = context["outlet_events"]
+    emitted_for_nothing = []
     for outlet in outlets:
         if isinstance(outlet, AssetAlias):
-            if not extra["dry_run"]:
+            if canceled_any(extra):
                 events[outlet].add(kibo_orders_canceled_asset(extra["tenant_id"]), extra=alias_extra(extra))
         elif isinstance(outlet, Asset):
             events[outlet].extra.update(extra)
+            if not canceled_any(extra):
+                emitted_for_nothing.append(outlet)
+    return emitted_for_nothing
+
+
+def nothing_canceled_note(outlets: list[Any]) -> str:
+    """The log line for :func:`emit_canceled_orders`'s Asset outlets that get an event for nothing."""
+    names = ", ".join(repr(getattr(outlet, "uri", outlet)) for outlet in outlets)
+    return (
+        f"This run canceled no order, but Airflow records an event for the declared Asset outlet(s) {names} "
+        "whenever the task succeeds (its extra says counts.canceled 0). To get events only when orders "
+        "were canceled, declare an AssetAlias in outlets instead: the tenant's asset is then added to it "
+        "only then."
+    )
 
 
 def extra_for_order(
@@ -176,16 +221,20 @@ def emit_order_event(
     *,
     already_canceled: bool = False,
     dry_run: bool = False,
-) -> None:
-    """``CancelOrderOperator``'s call: the event for one order, when it has outlets."""
-    if outlets:
-        extra = extra_for_order(tenant_id, order_id, already_canceled=already_canceled, dry_run=dry_run)
-        emit_canceled_orders(context, outlets, extra)
+) -> list[Any]:
+    """``CancelOrderOperator``'s call: the event for one order, when it has outlets; returns the Asset
+    outlets that get an event although nothing was canceled."""
+    if not outlets:
+        return []
+    extra = extra_for_order(tenant_id, order_id, already_canceled=already_canceled, dry_run=dry_run)
+    return emit_canceled_orders(context, outlets, extra)
 
 
 def emit_summary_event(
     context: Context, outlets: Iterable[Any], tenant_id: str, summary: dict[str, Any]
-) -> None:
-    """``BulkCancelOrdersOperator``'s call: the event for a bulk run's summary, when it has outlets."""
-    if outlets:
-        emit_canceled_orders(context, outlets, extra_for_summary(tenant_id, summary))
+) -> list[Any]:
+    """``BulkCancelOrdersOperator``'s call: the event for a bulk run's summary, when it has outlets;
+    returns the Asset outlets that get an event although nothing was canceled."""
+    if not outlets:
+        return []
+    return emit_canceled_orders(context, outlets, extra_for_summary(tenant_id, summary))

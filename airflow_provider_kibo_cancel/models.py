@@ -9,7 +9,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -50,6 +50,16 @@ ORDER_PATH = "/api/v2/order/{order_id}"
 OAUTH_PATH = "/api/platform/applications/authtickets/oauth"
 DEFAULT_AUTH_URL = "https://home.mozu.com" + OAUTH_PATH
 CANCELED_STATUS = "CANCELED"
+
+
+def reason_suggestion(reason: str) -> str | None:
+    """The published reason ``reason`` is a near miss of (``created_by_mistak``), or None."""
+    import difflib
+
+    if reason in PUBLISHED_REASONS:
+        return None
+    matches = difflib.get_close_matches(reason, sorted(PUBLISHED_REASONS), n=1, cutoff=0.8)
+    return matches[0] if matches else None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -523,20 +533,73 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _list_from_text(text: str) -> Any:
-    """A Jinja template renders a list as text: JSON, or Python's repr of it."""
+#: Order ids as a person types them: ``1313``, ``1301, 1302``, ``1301 1302`` (digits, commas, spaces).
+_ID_LIST_TEXT = re.compile(r"^[0-9]+(?:(?:\s*,\s*|\s+)[0-9]+)*$")
+
+_HOW_TO_PASS_A_LIST = (
+    "pass a list, e.g. orders=[1311, 1312], or text that is one: a JSON list (from a template, e.g. "
+    "\"{{ ti.xcom_pull(task_ids='find_orders') | tojson }}\" of a list) or order ids separated by commas "
+    '("1311, 1312")'
+)
+
+
+def _not_a_list(value: Any, what: str) -> KiboValidationError:
+    return KiboValidationError(
+        [f"orders must be a list of order ids or dicts, got {_short(value)} ({what}); {_HOW_TO_PASS_A_LIST}"]
+    )
+
+
+def _list_from_text(text: str) -> list[Any] | tuple[Any, ...]:
+    """
+    Orders given as text (what a template renders): a JSON list, Python's repr of a list, or order ids
+    separated by commas or spaces. Anything else is refused, never iterated character by character: a
+    JSON string literal or a quoted id (``'"1001"'``, ``"'9001'"``) is a quoting mistake, not orders.
+    """
+    stripped = text.strip()
+    if _ID_LIST_TEXT.match(stripped):
+        return [int(part) for part in re.split(r"[\s,]+", stripped)]
     try:
-        return json.loads(text)
+        parsed = json.loads(stripped)
     except ValueError:
-        pass
+        try:
+            parsed = ast.literal_eval(stripped)
+        except RecursionError:
+            raise KiboValidationError([_too_deep()]) from None
+        except (ValueError, TypeError, SyntaxError, MemoryError):
+            raise _not_a_list(text, "text that is neither a list nor order ids") from None
     except RecursionError:
         raise KiboValidationError([_too_deep()]) from None
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-        raise KiboValidationError(
-            [f"orders must be a list of order ids or dicts, got {_short(text)}"]
-        ) from None
+    if isinstance(parsed, list | tuple):
+        return parsed
+    if isinstance(parsed, str):
+        raise _not_a_list(text, "a quoted string, not a list: a string is never read as orders")
+    raise _not_a_list(text, f"text that holds a {_kind(parsed)}, not a list")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "single number"
+    return {dict: "dict", float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _orders_sequence(orders: Any) -> Any:
+    """``orders`` as something to iterate entry by entry, or a KiboValidationError saying how to pass it."""
+    if isinstance(orders, bytes | bytearray | memoryview):
+        try:
+            orders = bytes(orders).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_a_list(orders, "bytes that are not UTF-8 text") from None
+    if isinstance(orders, str):
+        return _list_from_text(orders)
+    if isinstance(orders, int) and not isinstance(orders, bool):
+        raise _not_a_list(orders, f"a single number: to cancel one order, pass [{_short(orders)}]")
+    if isinstance(orders, Mapping):
+        raise _not_a_list(orders, "a single dict: to cancel one order this way, pass [{...}]")
+    if orders is None or isinstance(orders, bool | float) or not hasattr(orders, "__iter__"):
+        raise _not_a_list(orders, f"a {_kind(orders)}")
+    return orders
 
 
 def _too_deep() -> str:
@@ -552,13 +615,10 @@ def plan_bulk_cancel(
     """
     Validate every entry of a bulk cancel; the first occurrence of an order id wins, later ones are
     duplicates. An entry is an order id, or a dict with ``order_id`` and optional ``disposition_reason``
-    / ``disposition_other_reason``; the defaults fill what it leaves out (the default explanation only
-    when the entry keeps the default reason).
+    / ``disposition_other_reason``; the defaults fill what it leaves out or gives as None (the default
+    explanation only when the entry keeps the default reason).
     """
-    if isinstance(orders, str):
-        orders = _list_from_text(orders)
-    if orders is None or isinstance(orders, dict | bytes | int) or not hasattr(orders, "__iter__"):
-        raise KiboValidationError([f"orders must be a list of order ids or dicts, got {_short(orders)}"])
+    orders = _orders_sequence(orders)
     if nesting_exceeds(orders, _MAX_ORDERS_NESTING):
         raise KiboValidationError([_too_deep()])
 
@@ -574,9 +634,12 @@ def plan_bulk_cancel(
                 invalid.append({"input": _json_safe(entry), "errors": [problem]})
                 continue
             order_id = entry["order_id"]
-            reason = entry.get("disposition_reason", disposition_reason)
-            default_other = None if "disposition_reason" in entry else disposition_other_reason
-            other = entry.get("disposition_other_reason", default_other)
+            # An explicit None (a CSV's `row["reason"] or None`) means "use the default", as if left out.
+            own_reason = entry.get("disposition_reason")
+            reason = disposition_reason if own_reason is None else own_reason
+            default_other = disposition_other_reason if own_reason is None else None
+            own_other = entry.get("disposition_other_reason")
+            other = default_other if own_other is None else own_other
         else:
             order_id, reason, other = entry, disposition_reason, disposition_other_reason
         if reason is None:

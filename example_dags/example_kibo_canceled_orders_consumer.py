@@ -1,8 +1,9 @@
 """
 What follows a cancel: a DAG scheduled on the asset "orders were canceled in Kibo", not on a clock.
 
-``example_kibo_bulk_reconciliation`` declares ``outlets=[kibo_orders_canceled_asset("30294")]``; each of
-its successful runs records an asset event whose ``extra`` says what was canceled::
+``example_kibo_bulk_reconciliation`` declares an ``AssetAlias`` in its outlets; each of its successful
+runs that canceled at least one order records an event for ``kibo_orders_canceled_asset("30294")``
+whose ``extra`` says what was canceled::
 
     {"tenant_id": "30294", "canceled": [1001, 1003], "already_canceled": [1002],
      "counts": {"total": 3, "canceled": 2, "already_canceled": 1, "failed": 0, ...},
@@ -18,7 +19,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from airflow_provider_kibo_cancel.assets import kibo_orders_canceled_asset
+from airflow_provider_kibo_cancel.assets import event_extra, kibo_orders_canceled_asset
 
 CANCELED_ORDERS = kibo_orders_canceled_asset("30294")  # the tenant of the producing DAG's connection
 
@@ -30,9 +31,11 @@ def example_kibo_canceled_orders_consumer() -> None:
         canceled: list[int] = []
         already: list[int] = []
         for event in (triggering_asset_events or {}).get(CANCELED_ORDERS, []):
-            extra = event.extra
-            if extra.get("dry_run"):
-                continue  # a dry run of the producer canceled nothing
+            extra = event_extra(event.extra)  # the same on every Airflow 3 (see assets.alias_extra)
+            if extra.get("dry_run") or extra.get("counts", {}).get("canceled") == 0:
+                # A producer declaring the Asset itself (not an alias) gets an event on every success:
+                # a dry run, or a run that canceled nothing new, says so here.
+                continue
             canceled += extra.get("canceled", [])
             already += extra.get("already_canceled", [])
             if extra.get("truncated"):

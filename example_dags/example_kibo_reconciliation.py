@@ -12,6 +12,9 @@ Two ways to run the cancels, one DAG each:
 Re-running either is safe: an order canceled already is read back and counts as done.
 The bulk DAG also records an asset event, "orders were canceled in Kibo tenant 30294", that schedules
 ``example_kibo_canceled_orders_consumer`` with the canceled order ids (no XCom plumbing across DAGs).
+It declares an ``AssetAlias``, not the asset itself: the operator adds the tenant's asset to the alias only
+when the run canceled at least one order, whereas Airflow records an event for a declared ``Asset`` on
+every successful run, one that canceled nothing included.
 Needs a ``kibo`` connection named ``kibo_default`` (see the README's "Connection set-up").
 """
 
@@ -22,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import AssetAlias, dag, task
 
 from airflow_provider_kibo_cancel.assets import kibo_orders_canceled_asset
 from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
@@ -32,6 +35,9 @@ from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOpera
 ORDERS_CSV = Path(__file__).parent / "data" / "orders_to_cancel.csv"
 # kibo://30294/orders/canceled: use your connection's tenant_id (another tenant fails before sending).
 CANCELED_ORDERS = kibo_orders_canceled_asset("30294")
+# The bulk task's outlet: it gets kibo://{the connection's tenant}/orders/canceled only from a run that
+# canceled something, so the consumer does not start for a run that had nothing new to cancel.
+ORDERS_CANCELED_BY_THIS_DAG = AssetAlias("example_kibo_bulk_reconciliation_canceled")
 
 
 @task
@@ -73,7 +79,8 @@ def example_kibo_bulk_reconciliation() -> None:
         max_concurrency=8,
         retries=2,  # only when something transient failed; canceled orders then count as already_canceled
         retry_delay=timedelta(minutes=5),
-        outlets=[CANCELED_ORDERS],  # on success, an event whose extra lists the canceled order ids
+        # On success with at least one order canceled: an event for CANCELED_ORDERS listing the ids.
+        outlets=[ORDERS_CANCELED_BY_THIS_DAG],
     )
 
     @task

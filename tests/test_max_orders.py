@@ -62,7 +62,8 @@ def test_over_the_limit_sends_nothing_and_fails_without_retries(limit_run: Run) 
     ) in result.output
     summary = summary_xcom(env, "kibo_max_orders", "over_limit")
     assert summary["would_cancel"] == list(range(10000, 10011))
-    assert summary["canceled"] == [] and summary["dry_run"] is True
+    assert summary["canceled"] == [] and summary["dry_run"] is False  # a real run, refused
+    assert summary["not_attempted"] == list(range(10000, 10011)) and summary["halted"] == "max_orders"
     assert [i["input"] for i in summary["invalid"]] == ["bad"]
     assert summary["duplicates"] == [{"order_id": 10000, "input": 10000}]
     assert ("over_limit", -1) not in result.xcom  # no return_value: the task failed

@@ -130,6 +130,9 @@ def test_task_states(signals_run: SignalsRun) -> None:
         "single_other_tenant": "failed",
         "bulk": "success",
         "bulk_other_tenant": "failed",
+        "bulk_alias": "success",
+        "bulk_nothing_new": "success",
+        "single_already_alias": "success",
         "send_deferral_and_not_attempted_metrics": "success",
     }
     assert {task: result.state(task) for task in expected} == expected, result.output[-5000:]
@@ -198,6 +201,28 @@ def test_a_bulk_event_has_the_counts_and_the_ids(signals_run: SignalsRun) -> Non
     }
 
 
+def test_a_bulk_alias_gets_the_tenants_asset_when_orders_were_canceled(signals_run: SignalsRun) -> None:
+    (event,) = events_of(signals_run, "bulk_alias")
+    assert event["uri"] == CANCELED_URI
+    canceled = event["extra"]["canceled"]
+    assert sorted(json.loads(canceled) if isinstance(canceled, str) else canceled) == [1020, 1021]
+
+
+def test_a_run_that_canceled_nothing_new_gives_an_alias_no_event(signals_run: SignalsRun) -> None:
+    # Everything was canceled already: no event through the alias, so no consumer DAG starts for nothing.
+    # Airflow itself records one for a declared Asset on every success (it cannot be withdrawn); its
+    # extra says counts.canceled 0, and the task log says why the event is there.
+    assert events_of(signals_run, "single_already_alias") == []
+    (event,) = events_of(signals_run, "bulk_nothing_new")
+    assert event["uri"] == "kibo_signals_nothing_new"
+    assert event["extra"]["counts"]["canceled"] == 0
+    assert event["extra"]["canceled"] == [] and sorted(event["extra"]["already_canceled"]) == [2003, 2004]
+    assert (
+        "This run canceled no order, but Airflow records an event for the declared Asset outlet(s) "
+        "'kibo_signals_nothing_new'" in signals_run.result.output
+    )
+
+
 def test_failed_tasks_record_no_event_and_another_tenants_outlet_sends_nothing(
     signals_run: SignalsRun,
 ) -> None:
@@ -217,8 +242,9 @@ def test_statsd_receives_every_metric_with_the_expected_counts(signals_run: Sign
     found = signals_run.statsd.metrics("airflow.kibo.")
     counters = Counter({name: sum(v for v, _ in values) for name, values in found.items()})
     assert {name: counters[name] for name in counters if all(k == "c" for _, k in found[name])} == {
-        "airflow.kibo.cancel.canceled": 6,  # single, single_alias, single_no_outlets, 3 in bulk
-        "airflow.kibo.cancel.already_canceled": 2,
+        # single, single_alias, single_no_outlets, 3 in bulk, 2 in bulk_alias
+        "airflow.kibo.cancel.canceled": 8,
+        "airflow.kibo.cancel.already_canceled": 5,
         "airflow.kibo.cancel.failed": 2,  # two unknown orders; another tenant's outlet is no outcome
         "airflow.kibo.cancel.invalid": 2,
         "airflow.kibo.cancel.not_attempted": 2,
@@ -226,14 +252,14 @@ def test_statsd_receives_every_metric_with_the_expected_counts(signals_run: Sign
         "airflow.kibo.http.retry.429": 1,
         "airflow.kibo.http.retry.5xx": 1,
         "airflow.kibo.http.retry.transport": 1,
-        "airflow.kibo.oauth.token_fetch": 6,  # each task that sent anything fetched one token
+        "airflow.kibo.oauth.token_fetch": 9,  # each task that sent anything fetched one token
     }, signals_run.statsd.lines[-50:]
     timers = {name: len(values) for name, values in found.items() if values[0][1] == "ms"}
     # Every answered request is timed; the dropped one has no answer to time.
     assert timers == {
-        "airflow.kibo.http.duration.oauth": 6,
-        "airflow.kibo.http.duration.cancel": 12,
-        "airflow.kibo.http.duration.get_order": 2,
+        "airflow.kibo.http.duration.oauth": 9,
+        "airflow.kibo.http.duration.cancel": 17,
+        "airflow.kibo.http.duration.get_order": 5,
     }
     assert all(v >= 0 for name in timers for v, _ in found[name])
     assert set(found) <= {f"airflow.{name}" for name in metrics.METRICS}

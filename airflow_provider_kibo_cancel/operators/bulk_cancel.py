@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
     from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
+    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, ProgressSnapshot
 
 MAX_CONCURRENCY = 64
 #: The XCom key that holds the summary whatever the outcome (success, failure, stop).
@@ -40,6 +40,8 @@ SUMMARY_XCOM_KEY = "summary"
 #: Default cap on the orders one run may cancel: well above a routine reconciliation run (tens to hundreds),
 #: well below the open-order book a wrong join or an empty filter upstream would hand over.
 DEFAULT_MAX_ORDERS = 2000
+#: ``halted`` of the summary of a real run that ``max_orders`` refused before sending anything.
+MAX_ORDERS_REFUSED = "max_orders"
 
 
 def _order_limit(value: Any) -> int | None:
@@ -147,6 +149,8 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.max_deferred_wait = max_deferred_wait
         self.max_orders = max_orders
         self._killed = False  # on_kill came; a hook built after it is stopped at once
+        self._reason_of: dict[int, str] = {}  # order id -> the reason it is sent with (set in execute)
+        self._suggestions: dict[str, str] = {}  # a near-miss reason -> the published one it resembles
 
     @cached_property
     def hook(self) -> KiboHook:
@@ -207,7 +211,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:
             # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
             # (one token request for the run), before any cancel is sent.
-            self.log.info("Kibo tenant %s at %s", hook.settings.tenant_id, hook.settings.base_url)
+            self.log.info(
+                "Kibo connection %r: tenant %s at %s",
+                self.kibo_conn_id,
+                hook.settings.tenant_id,
+                hook.settings.base_url,
+            )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
             self._authenticate(hook, plan, previous, state or {})
             dispatched = True
@@ -223,18 +232,26 @@ class BulkCancelOrdersOperator(BaseOperator):
             if isinstance(exc, KiboError):
                 fail_task_unless_retryable(exc)
             raise
+        deferral_refused = None
         if outcome.halted == RATE_LIMITED and self.deferrable:
-            self._defer(plan, outcome, state or {})
+            deferral_refused = self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
         metrics.cancel_outcomes(summary)
         self._push_summary(context, summary)
         self._log_result(summary)
         if outcome.halted is not None and summary["not_attempted"]:
-            self._fail_halted(outcome, summary)
+            self._fail_halted(outcome, summary, deferral_refused)
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
-        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
+        self._emit_event(context, hook.settings.tenant_id, summary)
         return summary
+
+    def _emit_event(self, context: Context, tenant_id: str, summary: dict[str, Any]) -> None:
+        """The asset event of a successful run (an alias gets one only when this run canceled orders)."""
+        from airflow_provider_kibo_cancel import assets
+
+        if for_nothing := assets.emit_summary_event(context, self.outlets, tenant_id, summary):
+            self.log.info("%s", assets.nothing_canceled_note(for_nothing))
 
     def _resume_point(
         self, plan: BulkCancelPlan, state: dict[str, Any] | None
@@ -265,11 +282,16 @@ class BulkCancelOrdersOperator(BaseOperator):
             if not self.deferrable or exc.retry_after is None or exc.retry_after <= hook.longest_sleep:
                 raise
             previous.resume_at = time.time() + exc.retry_after
-            self._defer(plan, previous, state)
+            refused = self._defer(plan, previous, state)
+            if refused is not None:  # beyond max_deferred_wait: say so, not just "429"
+                raise KiboRateLimitError(f"{refused} ({exc})") from exc
             raise
 
-    def _defer(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome, state: dict[str, Any]) -> None:
-        """Defer the whole run until Kibo accepts calls again, carrying what is settled (ids and buckets)."""
+    def _defer(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome, state: dict[str, Any]) -> str | None:
+        """
+        Defer the whole run until Kibo accepts calls again, carrying what is settled (ids and buckets);
+        returns (instead of deferring) why not when the wait would exceed ``max_deferred_wait``.
+        """
         from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
         from airflow_provider_kibo_cancel.operators.bulk_runner import compact_outcome
 
@@ -283,6 +305,8 @@ class BulkCancelOrdersOperator(BaseOperator):
             )
         except KiboRateLimitError as exc:
             self.log.warning("%s", exc)  # the run fails below as rate_limited, with its summary
+            return str(exc)
+        return None  # pragma: no cover - defer_until_kibo_accepts raises TaskDeferred
 
     def on_kill(self) -> None:
         """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
@@ -308,7 +332,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         except KiboError as exc:
             fail_task_unless_retryable(exc)
             raise
-        assets.emit_summary_event(context, self.outlets, hook.settings.tenant_id, summary)
+        self._emit_event(context, hook.settings.tenant_id, summary)
 
     def _check_settings(self) -> None:
         problems = []
@@ -354,7 +378,7 @@ class BulkCancelOrdersOperator(BaseOperator):
                 limit,
             )
             return
-        self._push_summary(context, self._summary(plan, None))
+        self._push_summary(context, self._summary(plan, None, refused=True))
         # Retrying cannot shrink the plan: a person has to look at it, so no Airflow retries.
         raise AirflowFailException(
             f"Refusing to cancel {count} orders: more than max_orders={limit}, nothing was sent. "
@@ -363,34 +387,62 @@ class BulkCancelOrdersOperator(BaseOperator):
         )
 
     def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
-        """One warning per run (with the count), not one per order."""
+        """One warning per run (with the count), not one per order; a near miss of a published reason
+        gets a "did you mean" (kept for the failure message too)."""
+        from airflow_provider_kibo_cancel.models import reason_suggestion
+
         unpublished: dict[str, int] = {}
         for request in plan.requests:
             if not request.is_published_reason:
                 unpublished[request.disposition_reason] = unpublished.get(request.disposition_reason, 0) + 1
+        self._reason_of = {request.order_id: request.disposition_reason for request in plan.requests}
+        self._suggestions = {
+            reason: suggestion for reason in unpublished if (suggestion := reason_suggestion(reason))
+        }
         if unpublished:
+            count = sum(unpublished.values())
             self.log.warning(
-                "%s use a disposition_reason Kibo does not publish (%s); sending as given",
-                counted(sum(unpublished.values()), "order"),
+                "%s %s a disposition_reason Kibo does not publish (%s); sending as given%s",
+                counted(count, "order"),
+                "uses" if count == 1 else "use",
                 ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
+                "".join(f"; did you mean {hint!r} for {typo!r}?" for typo, hint in self._suggestions.items()),
             )
 
-    def _log_progress(self, outcome: BulkCancelOutcome, total: int) -> None:
-        from airflow_provider_kibo_cancel.operators.bulk_runner import ALREADY_CANCELED, CANCELED, FAILED
+    def _grouped_failures(self, failed: list[dict[str, Any]], limit: int = 3) -> list[str]:
+        """Identical errors once, with their count and orders ("20 x HTTP 400 ...: ... (orders ...)"),
+        plus a "did you mean" when those orders used a near miss of a published reason."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import group_failures
 
-        rate = outcome.done / outcome.elapsed if outcome.elapsed else 0.0
-        eta = (total - outcome.done) / rate if rate else float("inf")
+        lines = []
+        for description, order_ids in group_failures(failed)[:limit]:
+            shown = ", ".join(str(order_id) for order_id in order_ids[:5])
+            more = f" and {len(order_ids) - 5} more" if len(order_ids) > 5 else ""
+            line = f"{len(order_ids)} x {description} ({counted(len(order_ids), 'order')}: {shown}{more})"
+            reasons = dict.fromkeys(self._reason_of.get(order_id) for order_id in order_ids)
+            hints = [
+                f"did you mean {self._suggestions[reason]!r} instead of disposition_reason {reason!r}?"
+                for reason in reasons
+                if reason in self._suggestions
+            ]
+            lines.append(line + ("; " + " ".join(hints) if hints else ""))
+        return lines
+
+    def _log_progress(self, progress: ProgressSnapshot) -> None:
+        """One progress line, from counts the run took under its lock (never the live outcome)."""
+        rate = progress.rate
+        eta = (progress.total - progress.done) / rate if rate else float("inf")
         self.log.info(
             "Bulk cancel progress: %d/%d done (%.0f%%), %.1f orders/s, ETA %.0f s; "
             "%d canceled, %d already canceled, %d failed",
-            outcome.done,
-            total,
-            100 * outcome.done / total if total else 100,
+            progress.done,
+            progress.total,
+            100 * progress.done / progress.total if progress.total else 100,
             rate,
             eta,
-            outcome.count(CANCELED),
-            outcome.count(ALREADY_CANCELED),
-            outcome.count(FAILED),
+            progress.canceled,
+            progress.already_canceled,
+            progress.failed,
         )
 
     def _log_result(self, summary: dict[str, Any]) -> None:
@@ -407,8 +459,14 @@ class BulkCancelOrdersOperator(BaseOperator):
             len(summary["not_attempted"]),
         )
 
-    def _summary(self, plan: BulkCancelPlan, outcome: BulkCancelOutcome | None) -> dict[str, Any]:
-        """Every entry once, each bucket in input order; ``outcome`` None for a dry run."""
+    def _summary(
+        self, plan: BulkCancelPlan, outcome: BulkCancelOutcome | None, *, refused: bool = False
+    ) -> dict[str, Any]:
+        """
+        Every entry once, each bucket in input order; ``outcome`` None for a dry run, or with
+        ``refused`` for a real run refused by ``max_orders`` before sending (``dry_run`` false, every
+        valid order ``not_attempted``, ``would_cancel`` the plan, ``halted`` ``max_orders``).
+        """
         from airflow_provider_kibo_cancel.operators.bulk_runner import (
             ALREADY_CANCELED,
             CANCELED,
@@ -417,7 +475,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             BulkCancelOutcome,
         )
 
-        dry_run = outcome is None
+        dry_run = outcome is None and not refused
         outcome = outcome or BulkCancelOutcome()
         requests = plan.requests
         summary: dict[str, Any] = {
@@ -430,9 +488,11 @@ class BulkCancelOrdersOperator(BaseOperator):
             "duplicates": plan.duplicates,
             "dry_run": dry_run,
         }
-        if dry_run:
+        if dry_run or refused:
             summary["would_cancel"] = [request.order_id for request in requests]
-        else:
+        if refused:
+            summary["halted"] = MAX_ORDERS_REFUSED
+        elif not dry_run:
             summary["elapsed_seconds"] = round(outcome.elapsed, 3)
             summary["halted"] = outcome.halted
         if outcome.orders:
@@ -446,13 +506,17 @@ class BulkCancelOrdersOperator(BaseOperator):
         except Exception:
             self.log.exception("Could not push the bulk cancel summary to XCom key %r", SUMMARY_XCOM_KEY)
 
-    def _fail_halted(self, outcome: BulkCancelOutcome, summary: dict[str, Any]) -> None:
+    def _fail_halted(
+        self, outcome: BulkCancelOutcome, summary: dict[str, Any], deferral_refused: str | None = None
+    ) -> None:
         """The run stopped dispatching before the end: say why, and whether a task retry can help."""
         from airflow_provider_kibo_cancel.operators.bulk_runner import (
             CIRCUIT_OPEN,
             CREDENTIALS_REFUSED,
             FORBIDDEN,
             FORBIDDEN_IN_A_ROW,
+            REPEATED_BAD_REQUEST,
+            SAME_BAD_REQUEST_IN_A_ROW,
         )
 
         left = counted(len(summary["not_attempted"]), "order")
@@ -470,14 +534,28 @@ class BulkCancelOrdersOperator(BaseOperator):
                 f"({outcome.halt_error})",
                 False,
             )
+        elif outcome.halted == REPEATED_BAD_REQUEST:
+            # The request itself is refused (a typo'd reason): every order would be refused alike, and a
+            # retry sends the same request.
+            reason, retryable = (
+                f"Kibo refused {SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error, so the "
+                f"rest would be refused alike: {'; '.join(self._grouped_failures(summary['failed'], 1))}",
+                False,
+            )
         elif outcome.halted == CIRCUIT_OPEN:
             reason = f"Kibo looks down ({outcome.halt_error or 'every request failed for a retry schedule'})"
         elif outcome.halted == RATE_LIMITED:
             resume = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(outcome.resume_at or time.time()))
-            reason = (
-                f"Kibo asked to wait longer than max_retry_wait (429 Retry-After); it accepts calls again "
-                f"at {resume}"
-            )
+            if deferral_refused is not None:
+                reason = (
+                    f"Kibo asked to wait until {resume} (429 Retry-After), beyond max_deferred_wait "
+                    f"({self.max_deferred_wait:g} s in all): {deferral_refused}"
+                )
+            else:
+                reason = (
+                    f"Kibo asked to wait longer than max_retry_wait (429 Retry-After); it accepts calls "
+                    f"again at {resume}"
+                )
             self.log.warning("Kibo rate limit: no cancel is sent before %s", resume)
         else:
             reason = "the task was stopped (timeout, kill or interrupt)"
@@ -489,7 +567,7 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def _fail(self, summary: dict[str, Any]) -> None:
         """Fail after everything was attempted; the summary is in XCom (key ``summary``)."""
-        first_problems = [f["error"] for f in summary["failed"][:3]] + [
+        first_problems = self._grouped_failures(summary["failed"]) + [
             f"{i['input']!r}: {'; '.join(i['errors'])}" for i in summary["invalid"][:3]
         ]
         message = (

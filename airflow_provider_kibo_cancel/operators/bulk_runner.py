@@ -6,6 +6,7 @@ Kept apart from the operator so that what Airflow sees (templating, XCom, task f
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
+    KiboBadRequestError,
     KiboCircuitOpenError,
     KiboError,
     KiboForbiddenError,
@@ -41,6 +43,12 @@ CREDENTIALS_REFUSED = "credentials_refused"
 FORBIDDEN = "forbidden"  # Kibo refused this tenant or site for several orders in a row
 #: 403s in a row (no other answer between) that stop a run: one order may be another site's, three are not.
 FORBIDDEN_IN_A_ROW = 3
+#: Kibo refused the request itself, the same way, for several orders in a row (a typo'd reason repeats
+#: into every order): the rest would be refused alike.
+REPEATED_BAD_REQUEST = "repeated_bad_request"
+#: Identical 400s in a row (same status, errorCode and message once the order id is taken out) that stop
+#: a run: one order's 400 may be about that order, three alike are about the request.
+SAME_BAD_REQUEST_IN_A_ROW = 3
 
 
 @dataclass
@@ -51,18 +59,15 @@ class BulkCancelOutcome:
     failures: dict[int, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed: float = 0.0
-    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED or None
+    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED, ... or None
     halt_error: KiboError | None = None  # the error that made the run stop dispatching, when there is one
     resume_at: float | None = None  # with RATE_LIMITED: when Kibo accepts calls again (epoch seconds)
     # Orders whose earlier attempt (before a deferral) may have been applied: found canceled when sent
     # again, the cancel was most likely ours, as the hook decides within one call.
     maybe_applied: set[int] = field(default_factory=set)
 
-    @property
-    def done(self) -> int:
-        return sum(1 for bucket in self.results.values() if bucket != NOT_ATTEMPTED)
-
     def count(self, bucket: str) -> int:
+        """How many orders are in ``bucket``: for a settled outcome (a running one: BulkRun.snapshot)."""
         return sum(1 for value in self.results.values() if value == bucket)
 
     def ids(self, requests: list[CancelOrderRequest], bucket: str) -> list[int]:
@@ -70,9 +75,66 @@ class BulkCancelOutcome:
         return [r.order_id for r in requests if self.results.get(r.order_id, NOT_ATTEMPTED) == bucket]
 
 
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """The counts of a running bulk cancel at one moment, taken under the run's lock (see
+    :meth:`BulkRun.snapshot`): a progress line reads this, never the outcome the workers are writing."""
+
+    total: int
+    done: int
+    elapsed: float
+    canceled: int
+    already_canceled: int
+    failed: int
+
+    @property
+    def rate(self) -> float:
+        """Orders settled per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
 def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
     """One order's failure as the summary shows it (JSON, no secrets), Kibo's items included."""
     return {**exc.to_dict(), "order_id": order_id, "rate_limited": exc.rate_limited}
+
+
+def _without_order_id(text: str, order_id: Any) -> str:
+    text = " ".join(text.split())
+    return re.sub(rf"(?<![0-9]){re.escape(str(order_id))}(?![0-9])", "{order}", text) if order_id else text
+
+
+def error_description(entry: dict[str, Any]) -> str:
+    """What Kibo said about one failed order, with its order id taken out ("... order {order} ...")."""
+    order_id = entry.get("order_id")
+    said = []
+    if entry.get("kibo_message"):
+        said.append(str(entry["kibo_message"]))
+    for item in entry.get("items") or []:
+        text = item.get("message") if isinstance(item, dict) else item
+        if text and str(text) not in said:
+            said.append(str(text))
+    if entry.get("status") is None or not said:
+        # No answer from Kibo to quote (a timeout, a stop): the error's own text, minus its order id.
+        text = str(entry.get("error", ""))
+        return _without_order_id(text, order_id)
+    head = f"HTTP {entry['status']}" + (f" {entry['error_code']}" if entry.get("error_code") else "")
+    return f"{head}: " + _without_order_id("; ".join(said), order_id)
+
+
+def error_signature(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """Failures with equal signatures are the same error: same status, errorCode and message."""
+    return (entry.get("status"), entry.get("error_code"), error_description(entry))
+
+
+def group_failures(failed: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Identical errors together, most frequent first: (description, the order ids it failed)."""
+    groups: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
+    for entry in failed:
+        key = error_signature(entry)
+        if key not in groups:
+            groups[key] = (error_description(entry), [])
+        groups[key][1].append(entry["order_id"])
+    return sorted(groups.values(), key=lambda group: -len(group[1]))
 
 
 class BulkRun:
@@ -108,8 +170,10 @@ class BulkRun:
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
         self._total = len(requests) + len(self.outcome.results)  # a resumed run counts what was settled
         self._forbidden_in_a_row = 0
+        self._same_bad_request: tuple[tuple[Any, ...] | None, int] = (None, 0)  # signature, in a row
         self._closed = False  # set once the outcome is final: late results are dropped
         self._crashed: list[BaseException] = []
+        self._started: float | None = None  # monotonic time run() started
 
     def stop(self) -> None:
         """Stop dispatching and end every wait of the hook; requests on the wire may finish."""
@@ -117,13 +181,14 @@ class BulkRun:
 
     def run(
         self,
-        progress: Callable[[BulkCancelOutcome, int], None] | None = None,
+        progress: Callable[[ProgressSnapshot], None] | None = None,
         progress_interval: float = 10.0,
     ) -> BulkCancelOutcome:
         """
         Run to the end or to a halt; ``progress`` is called every ``progress_interval`` seconds and once
-        at the end. Any exception reaching this thread (a task timeout, an interrupt) stops the run, waits
-        up to :data:`STOP_GRACE_SECONDS` for requests in flight, settles the outcome and re-raises.
+        at the end, with a :class:`ProgressSnapshot` taken under the run's lock. Any exception reaching
+        this thread (a task timeout, an interrupt) stops the run, waits up to :data:`STOP_GRACE_SECONDS`
+        for requests in flight, settles the outcome and re-raises.
         """
         started = time.monotonic()
         workers = [
@@ -133,15 +198,21 @@ class BulkRun:
         try:
             for thread in workers:
                 thread.start()
+            self._started = started
             next_report = started + progress_interval
             for thread in workers:
                 while thread.is_alive():
-                    # Short joins: a stop from on_kill (a signal handler) is seen within a second.
-                    thread.join(timeout=min(1.0, max(0.0, next_report - time.monotonic())))
+                    # Joins of at most a second: a stop from on_kill (a signal handler) is seen within
+                    # one. Without a progress callback there is no report to wake for (a zero timeout
+                    # there would spin a core until the run ends).
+                    wait = 1.0 if progress is None else min(1.0, next_report - time.monotonic())
+                    thread.join(timeout=max(0.0, wait))
                     if progress is not None and time.monotonic() >= next_report:
-                        self.outcome.elapsed = self._elapsed_before + time.monotonic() - started
-                        progress(self.outcome, self._total)
+                        progress(self.snapshot())
+                        # A callback slower than the interval skips reports rather than repeating them.
                         next_report += progress_interval
+                        if next_report <= time.monotonic():
+                            next_report = time.monotonic() + progress_interval
         except BaseException:
             self.stop()
             self._join(workers, STOP_GRACE_SECONDS)
@@ -151,8 +222,27 @@ class BulkRun:
         if self._crashed:
             raise self._crashed[0]
         if progress is not None:
-            progress(self.outcome, self._total)
+            progress(self.snapshot())
         return self.outcome
+
+    def snapshot(self) -> ProgressSnapshot:
+        """Consistent counts of the run so far, read under the lock the workers write under."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for bucket in self.outcome.results.values():
+                counts[bucket] = counts.get(bucket, 0) + 1
+            if self._closed:
+                elapsed = self.outcome.elapsed
+            else:
+                elapsed = self._elapsed_before + time.monotonic() - (self._started or time.monotonic())
+        return ProgressSnapshot(
+            total=self._total,
+            done=sum(count for bucket, count in counts.items() if bucket != NOT_ATTEMPTED),
+            elapsed=elapsed,
+            canceled=counts.get(CANCELED, 0),
+            already_canceled=counts.get(ALREADY_CANCELED, 0),
+            failed=counts.get(FAILED, 0),
+        )
 
     # --- worker threads ---------------------------------------------------------------------------------
 
@@ -178,6 +268,7 @@ class BulkRun:
             with self._lock:
                 self._in_flight.pop(ident, None)
                 self._forbidden_in_a_row = 0
+                self._same_bad_request = (None, 0)
                 if self._closed:
                     return
                 ours = request.order_id in self.outcome.maybe_applied
@@ -191,17 +282,29 @@ class BulkRun:
             self._in_flight.pop(ident, None)
             if self._closed:
                 return
+            signature = None
             if not exc.sent:
                 self.outcome.results[request.order_id] = NOT_ATTEMPTED
             else:
                 self.outcome.results[request.order_id] = FAILED
-                self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+                entry = self.outcome.failures[request.order_id] = failure_entry(request.order_id, exc)
+                if isinstance(exc, KiboBadRequestError):
+                    signature = error_signature(entry)
             self._forbidden_in_a_row = (
                 self._forbidden_in_a_row + 1 if isinstance(exc, KiboForbiddenError) else 0
             )
+            last, count = self._same_bad_request
+            same = signature is not None and signature == last
+            self._same_bad_request = (signature, count + 1 if same else int(signature is not None))
             halt = _halt_reason(exc)
             if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
                 halt = FORBIDDEN
+            if (
+                halt is None
+                and signature is not None
+                and self._same_bad_request[1] >= SAME_BAD_REQUEST_IN_A_ROW
+            ):
+                halt = REPEATED_BAD_REQUEST
             if halt is not None and self.outcome.halted is None:
                 self.outcome.halted, self.outcome.halt_error = halt, exc
                 if isinstance(exc, KiboRateLimitWaitError):

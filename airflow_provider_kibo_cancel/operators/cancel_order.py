@@ -114,7 +114,7 @@ class CancelOrderOperator(BaseOperator):
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
         from airflow_provider_kibo_cancel import assets, metrics
-        from airflow_provider_kibo_cancel.models import CancelOrderRequest
+        from airflow_provider_kibo_cancel.models import CancelOrderRequest, reason_suggestion
 
         hook = self.hook
         if self._killed:
@@ -127,6 +127,12 @@ class CancelOrderOperator(BaseOperator):
                 self.order_id, self.disposition_reason, self.disposition_other_reason
             )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
+            if suggestion := reason_suggestion(request.disposition_reason):
+                self.log.warning(
+                    "disposition_reason %r is not one Kibo publishes: did you mean %r?",
+                    request.disposition_reason,
+                    suggestion,
+                )
             if self.is_dry_run:
                 preview = {"dry_run": True, **hook.describe_cancel(request)}
                 self.log.info("Dry run, nothing sent. Would send: %s", preview)
@@ -162,11 +168,12 @@ class CancelOrderOperator(BaseOperator):
             self.log.info(
                 "Order %s: orderStatus %s", request.order_id, order.get("orderStatus", "(not given)")
             )
-        assets.emit_order_event(
+        if for_nothing := assets.emit_order_event(
             context,
             self.outlets,
             hook.settings.tenant_id,
             request.order_id,
             already_canceled=already_canceled,
-        )
+        ):
+            self.log.info("%s", assets.nothing_canceled_note(for_nothing))
         return order

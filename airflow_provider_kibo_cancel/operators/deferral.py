@@ -51,8 +51,9 @@ def defer_until_kibo_accepts(
     if deferred + wait > max_deferred_wait:
         raise KiboRateLimitError(
             f"Kibo asked to wait {wait:.0f} s more (Retry-After); with {deferred:.0f} s deferred already, "
-            f"that exceeds max_deferred_wait ({max_deferred_wait:g} s). Nothing more was sent; a task "
-            "retry (or a later run) continues where this one stopped"
+            f"that exceeds max_deferred_wait ({max_deferred_wait:g} s). Nothing more was sent. A task "
+            "retry starts over: it sends every order again, and an order canceled meanwhile (by this "
+            "run too) is reported already_canceled"
         )
     from airflow_provider_kibo_cancel import metrics
 

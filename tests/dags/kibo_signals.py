@@ -13,6 +13,11 @@ OWN_ASSET = Asset("kibo_signals_own_asset")  # a user's own asset, no kibo:// UR
 ALIAS = AssetAlias("kibo_signals_alias")
 ALIAS_DRY_RUN = AssetAlias("kibo_signals_alias_dry_run")
 OTHER_TENANT = kibo_orders_canceled_asset("99999")
+ALIAS_BULK = AssetAlias("kibo_signals_alias_bulk")
+# Runs that cancel nothing new: an alias gets no event; a declared Asset gets one from Airflow anyway.
+ALIAS_NOTHING_NEW = AssetAlias("kibo_signals_alias_nothing_new")
+ALIAS_SINGLE_ALREADY = AssetAlias("kibo_signals_alias_single_already")
+NOTHING_NEW_ASSET = Asset("kibo_signals_nothing_new")
 
 
 @dag(schedule=None, catchup=False, tags=["test"])
@@ -55,6 +60,25 @@ def kibo_signals() -> None:
         orders=[1070, 1071],
         disposition_reason="customer_changed_mind",
         outlets=[OTHER_TENANT],
+    )
+
+    BulkCancelOrdersOperator(
+        task_id="bulk_alias",
+        orders=[1020, 1021],
+        disposition_reason="customer_changed_mind",
+        outlets=[ALIAS_BULK],
+    )
+    BulkCancelOrdersOperator(
+        task_id="bulk_nothing_new",
+        orders=[2003, 2004],  # canceled already
+        disposition_reason="customer_changed_mind",
+        outlets=[ALIAS_NOTHING_NEW, NOTHING_NEW_ASSET],
+    )
+    CancelOrderOperator(
+        task_id="single_already_alias",
+        order_id=2005,
+        disposition_reason="created_by_mistake",
+        outlets=[ALIAS_SINGLE_ALREADY],
     )
 
     @task
