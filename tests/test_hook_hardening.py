@@ -24,7 +24,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
 from tests.support import TENANT, kibo_connection
 from tests.test_reliability import hook_for
@@ -132,6 +132,20 @@ def test_a_short_retry_after_on_the_last_attempt_still_pauses_the_other_workers(
     during = [r for r in cancels if wall + 0.5 < r.received_at < wall + 1.9]
     assert during == [], [round(r.received_at - wall, 2) for r in during]
     assert any(r.received_at >= wall + 1.9 for r in cancels)
+
+
+def test_an_answer_that_drips_in_ends_at_the_read_timeout_and_is_settled(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kibo applied the cancel, then its answer arrives a byte every 0.2 s: each read gets data within
+    # the 1 s read timeout, so only a deadline on the whole answer ends it.
+    emulator.inject("drip_after_apply", delay=0.2)
+    hook = hook_for(emulator, monkeypatch, timeout=1)
+    started = time.monotonic()
+    result = hook.cancel(CancelOrderRequest.from_raw(1001, "created_by_mistake"))
+    assert time.monotonic() - started < 5  # about 1 s of dripping, not the ~80 s the whole body takes
+    assert result.order["orderStatus"] == "CANCELED" and not result.already_canceled
+    assert emulator.cancels_applied(1001) == 1
 
 
 @pytest.fixture

@@ -166,6 +166,9 @@ class KiboRequestHandler(BaseHTTPRequestHandler):
             elif fault.kind == "truncated_after_apply":
                 self._reply_truncated(payload)
                 return
+            elif fault.kind == "drip_after_apply":
+                self._reply_dripping(payload, fault.delay)
+                return
             elif fault.kind == "undecodable_after_apply":
                 self._reply(200, None, raw=b"not gzip at all", extra_headers={"Content-Encoding": "gzip"})
                 return
@@ -212,6 +215,20 @@ class KiboRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
         self._drop()
+
+    def _reply_dripping(self, payload: dict[str, Any], every: float) -> None:
+        """The whole answer, a byte every ``every`` seconds: each read gets data, the answer never ends."""
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        with contextlib.suppress(OSError):
+            for index in range(len(data)):
+                time.sleep(every)
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -38,6 +38,7 @@ FaultKind = Literal[
     "slow_after_apply",
     "drop_after_apply",
     "truncated_after_apply",
+    "drip_after_apply",
     "undecodable_after_apply",
     "wrong_order",
     "token_fields",

@@ -1,13 +1,19 @@
-"""The hook's HTTP connections: a stop holds even for a request still connecting.
+"""The hook's HTTP connections: a stop holds even for a request still connecting, and an answer that
+drips in slowly ends at its deadline.
 
-A stop ends every wait of the hook at once, but a request that is still resolving the host name, opening
-its TCP connection or in its TLS handshake cannot be interrupted from another thread. Without a check it
-would go out once connected, seconds after the task ended. Every connection of the hook's session
-therefore looks at the stop once it is connected and before the request's first byte is written.
+- A stop ends every wait of the hook at once, but a request that is still resolving the host name,
+  opening its TCP connection or in its TLS handshake cannot be interrupted from another thread. Without
+  a check it would go out once connected, seconds after the task ended. Every connection of the hook's
+  session therefore looks at the stop once it is connected and before the request's first byte goes.
+- A read timeout bounds each ``recv``, not the answer: a server that sends a byte every few seconds
+  would hold a worker until the task's ``execution_timeout``. Each answer must arrive whole within the
+  read timeout of the request being sent; past it, the read fails like any read timeout.
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any, Protocol
 
 from requests.adapters import HTTPAdapter
@@ -31,6 +37,51 @@ class _Stop(Protocol):
     def stopped(self) -> bool: ...
 
 
+class _DeadlineSocket:
+    """A connected socket whose reads end at the current answer's deadline, however slowly it drips."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._io_refs = 0  # what socket.socket.makefile counts on its socket (this object)
+        self.deadline = float("inf")
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _bound(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"the answer did not arrive whole within {self.seconds:g} s")
+        current = self._sock.gettimeout()
+        if current is None or current > remaining:
+            self._sock.settimeout(remaining)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._bound()
+        return self._sock.recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._bound()
+        return self._sock.recv(bufsize, flags)
+
+    def makefile(self, *args: Any, **kwargs: Any) -> Any:
+        # socket.socket's own makefile, over this object, so the file's reads come through _bound().
+        return socket.socket.makefile(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    def _decref_socketios(self) -> None:
+        self._io_refs = max(0, self._io_refs - 1)
+
+
+def _start_answer(connection: HTTPConnection) -> None:
+    """The request is sent: its answer must now arrive within the read timeout."""
+    sock = connection.sock
+    seconds = connection.timeout
+    if isinstance(sock, _DeadlineSocket) and isinstance(seconds, int | float):
+        sock.seconds = float(seconds)
+        sock.deadline = time.monotonic() + float(seconds)
+
+
 def stoppable_adapter(stop: _Stop, pool_size: int) -> HTTPAdapter:
     """An adapter whose new connections refuse to carry a request once ``stop.stopped`` is true."""
 
@@ -43,11 +94,21 @@ def stoppable_adapter(stop: _Stop, pool_size: int) -> HTTPAdapter:
         def connect(self) -> None:
             super().connect()
             check(self)
+            self.sock = _DeadlineSocket(self.sock)
+
+        def getresponse(self) -> Any:
+            _start_answer(self)
+            return super().getresponse()
 
     class _HTTPSConnection(HTTPSConnection):
         def connect(self) -> None:
             super().connect()  # TCP connect and TLS handshake
             check(self)
+            self.sock = _DeadlineSocket(self.sock)
+
+        def getresponse(self) -> Any:
+            _start_answer(self)
+            return super().getresponse()
 
     class _HTTPPool(HTTPConnectionPool):
         ConnectionCls = _HTTPConnection
