@@ -133,7 +133,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
             "revoked_access_token",
             "failed",
             1,
-            "Kibo POST /api/v2/order/action/cancel failed (order 1064; HTTP 401",
+            "Kibo POST /api/v2/order/action/cancel failed. Kibo refused the pre-issued access token",
         ),
         ("server_error_5xx", "failed", 2, "HTTP 503 on attempt 1 of 2"),
         ("unparsable_oauth_answer", "failed", 2, "not JSON: application/json, 60 bytes"),

@@ -58,7 +58,15 @@ def test_hook_meta_shows_the_kibo_form(api_server: AirflowStack) -> None:
     assert "Optional" in standard["host"]["placeholder"]
     assert standard["port"]["hidden"] is True and standard["url_schema"]["hidden"] is True
     extra = meta["extra_fields"]
-    assert list(extra) == ["tenant_id", "environment", "site_id", "timeout", "access_token", "auth_url"]
+    assert list(extra) == [
+        "tenant_id",
+        "environment",
+        "site_id",
+        "timeout",
+        "access_token",
+        "order_id_field",
+        "auth_url",
+    ]
     assert extra["tenant_id"]["schema"]["title"] == "Tenant ID"
     assert extra["tenant_id"]["description"].startswith("Your Kibo tenant number")
     assert extra["environment"]["value"] == "sandbox"
@@ -66,6 +74,7 @@ def test_hook_meta_shows_the_kibo_form(api_server: AirflowStack) -> None:
     if DECLARATIVE_FORM:  # 3.2+ reads conn-fields; 3.0/3.1 build plain text fields from the hook's wtforms
         assert extra["tenant_id"]["schema"]["pattern"] == "^[0-9]+$"
         assert extra["environment"]["schema"]["enum"] == ["sandbox", "production"]
+        assert extra["order_id_field"]["schema"]["enum"] == ["orderId", "orderID"]
 
 
 def connection_body(url: str, password: str) -> dict[str, Any]:

@@ -543,9 +543,10 @@ class KiboHook(BaseHook):
             except KiboError as exc:
                 # No token, so this call's request was not sent (again): whatever the token request did
                 # (a timeout, say), the cancel was not applied by it.
-                not_sent = record.sent or isinstance(exc, KiboAuthenticationError)
+                # A refusal of the credentials says all there is; a failed token request adds what it cost.
+                plain = record.sent or isinstance(exc, KiboAuthenticationError)
                 raise exc.replace(
-                    exc.message if not_sent else f"{exc.message}; {what} was not sent",
+                    exc.message if plain else f"{exc.message}; {what} was not sent",
                     order_id=order_id,
                     sent=record.sent,
                     may_have_applied=record.may_have_applied,
@@ -601,6 +602,11 @@ class KiboHook(BaseHook):
     def _hint(self, status: int, response: requests.Response) -> str | None:
         """What to change in the connection for an answer that points at it (401, 403, a misspelt field)."""
         conn = f"connection {self.kibo_conn_id!r}"
+        if status == 401 and self.settings.client_id is None:
+            return (
+                f"Kibo refused the pre-issued access token (extra access_token) of {conn}; it cannot be "
+                "refreshed: put a new one there, or set the Application Key and Shared Secret instead"
+            )
         if status == 401:
             return (
                 f"Kibo refused the token: check the Application Key (login) and Shared Secret (password) "
