@@ -71,6 +71,19 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     prefix = f"airflow_provider_kibo_cancel-{version}/"
     assert {prefix + n for n in package_files()} <= set(sdist_names)
     assert not [n for n in sdist_names if "/.venv" in n or "__pycache__" in n]
+    # The licence: the file in both distributions, and the SPDX expression in the metadata.
+    licence = (ROOT / "LICENSE").read_bytes()
+    assert licence.lstrip().startswith(b"Apache License\n") and b"END OF TERMS AND CONDITIONS" in licence
+    dist_info = f"airflow_provider_kibo_cancel-{version}.dist-info/"
+    assert zipfile.ZipFile(wheel).read(f"{dist_info}licenses/LICENSE") == licence
+    with tarfile.open(sdist) as archive:
+        member = archive.extractfile(f"{prefix}LICENSE")
+        assert member is not None and member.read() == licence
+        pkg_info = archive.extractfile(f"{prefix}PKG-INFO")
+        assert pkg_info is not None and b"\nLicense-Expression: Apache-2.0\n" in pkg_info.read()
+    wheel_metadata = zipfile.ZipFile(wheel).read(f"{dist_info}METADATA")
+    assert b"\nLicense-Expression: Apache-2.0\n" in wheel_metadata
+    assert b"\nLicense-File: LICENSE\n" in wheel_metadata
     metadata = zipfile.ZipFile(wheel).read(
         f"airflow_provider_kibo_cancel-{version}.dist-info/entry_points.txt"
     )
