@@ -23,6 +23,7 @@ from airflow_provider_kibo_cancel.assets import kibo_orders_canceled_asset
 CANCELED_ORDERS = kibo_orders_canceled_asset("30294")  # the tenant of the producing DAG's connection
 
 
+# [START howto_asset_kibo_canceled_orders_consumer]
 @dag(schedule=[CANCELED_ORDERS], catchup=False, tags=["kibo", "example"])
 def example_kibo_canceled_orders_consumer() -> None:
     @task
@@ -41,6 +42,9 @@ def example_kibo_canceled_orders_consumer() -> None:
         return {"canceled": sorted(canceled), "already_canceled": sorted(already)}
 
     log_canceled_orders()
+
+
+# [END howto_asset_kibo_canceled_orders_consumer]
 
 
 example_kibo_canceled_orders_consumer()

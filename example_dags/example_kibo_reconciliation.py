@@ -34,6 +34,7 @@ ORDERS_CSV = Path(__file__).parent / "data" / "orders_to_cancel.csv"
 CANCELED_ORDERS = kibo_orders_canceled_asset("30294")
 
 
+# [START howto_operator_kibo_find_orders]
 @task
 def find_orders_to_cancel() -> list[dict[str, Any]]:
     with ORDERS_CSV.open(newline="") as rows:
@@ -47,6 +48,10 @@ def find_orders_to_cancel() -> list[dict[str, Any]]:
         ]
 
 
+# [END howto_operator_kibo_find_orders]
+
+
+# [START howto_operator_kibo_cancel_order_mapped]
 @dag(schedule="@daily", catchup=False, tags=["kibo", "example"])
 def example_kibo_reconciliation() -> None:
     canceled = CancelOrderOperator.partial(
@@ -65,6 +70,10 @@ def example_kibo_reconciliation() -> None:
     report(canceled.output)  # type: ignore[arg-type]  # resolved from XCom at run time
 
 
+# [END howto_operator_kibo_cancel_order_mapped]
+
+
+# [START howto_operator_kibo_bulk_cancel]
 @dag(schedule="@daily", catchup=False, tags=["kibo", "example"])
 def example_kibo_bulk_reconciliation() -> None:
     summary = BulkCancelOrdersOperator(
@@ -86,6 +95,9 @@ def example_kibo_bulk_reconciliation() -> None:
         return counts
 
     report(summary.output)  # type: ignore[arg-type]  # resolved from XCom at run time
+
+
+# [END howto_operator_kibo_bulk_cancel]
 
 
 example_kibo_reconciliation()
