@@ -24,7 +24,8 @@ demo: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-# The whole suite: lint, type checks, unit tests, and DAG runs inside real Airflow against the emulator.
+# The whole suite: lint, type checks, unit tests, DAG runs inside real Airflow against the emulator, and
+# the documentation site (tests/test_docs.py runs `make docs`, checks its links and looks at it in Chromium).
 # Two test files at a time (pytest-xdist; a file's tests stay together, so its module fixtures run once):
 # most of the suite waits on Airflow subprocesses, which two cores serve side by side.
 PYTEST_PARALLEL := -n 2 --dist loadfile

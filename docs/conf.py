@@ -13,7 +13,7 @@ import airflow_provider_kibo_cancel  # noqa: E402
 
 project = "airflow-provider-kibo-cancel"
 author = "airflow-provider-kibo-cancel contributors"
-copyright = "the airflow-provider-kibo-cancel contributors, Apache License 2.0"  # noqa: A001
+copyright = "the airflow-provider-kibo-cancel contributors, Apache License 2.0"
 release = version = airflow_provider_kibo_cancel.__version__
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
@@ -42,7 +42,8 @@ autodoc_inherit_docstrings = False  # BaseOperator's and BaseHook's docstrings a
 # only ones let through; every reference to this package's own names must resolve.
 nitpick_ignore_regex = [
     (r"py:.*", r"(airflow|requests|pydantic|urllib3|pytest|_pytest|wtforms|flask_appbuilder)(\..*)?"),
-    (r"py:.*", r"(collections|concurrent|datetime|http|logging|pathlib|threading|types|socketserver|urllib)\..*"),
+    (r"py:.*", r"(collections|concurrent|datetime|http|logging|pathlib|threading|types)\..*"),
+    (r"py:.*", r"(socketserver|urllib)\..*"),
     (r"py:.*", r"(typing|typing_extensions|enum|json|re|decimal|email|random)\..*"),
     (r"py:class", r"(Context|Connection|BaseOperator|BaseHook|BaseTrigger|TriggerEvent|Asset|AssetAlias)"),
     (r"py:class", r"(Path|Iterator|Iterable|Callable|Mapping|Sequence|Any|Literal|Self|TypeVar|SplitResult)"),
