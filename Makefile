@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo bench dist lock clean test-matrix test-older test-distributed
+.PHONY: install test lint demo bench dist docs lock clean test-matrix test-older test-distributed
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,8 @@ demo: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-# The whole suite: lint, type checks, unit tests, and DAG runs inside real Airflow against the emulator.
+# The whole suite: lint, type checks, unit tests, DAG runs inside real Airflow against the emulator, and
+# the documentation site (tests/test_docs.py runs `make docs`, checks its links and looks at it in Chromium).
 # Two test files at a time (pytest-xdist; a file's tests stay together, so its module fixtures run once):
 # most of the suite waits on Airflow subprocesses, which two cores serve side by side.
 PYTEST_PARALLEL := -n 2 --dist loadfile
@@ -37,13 +38,35 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The wheel and sdist, into dist/.
-dist: install
-	$(BIN)/uv build --out-dir dist
+# The wheel and sdist, into dist/: only uv (in a small venv of its own) and the build backend it fetches,
+# not the development environment.
+dist: .venv-build/.installed
+	.venv-build/bin/uv build --out-dir dist
+
+.venv-build/.installed:
+	test -x .venv-build/bin/python || $(PYTHON) -m venv .venv-build
+	.venv-build/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	touch $@
+
+# The documentation site (docs/, Sphinx with MyST pages) into docs/_build/html, from its own lock in
+# .venv-docs: warnings are errors (-W, all reported: --keep-going), every cross-reference must resolve (-n),
+# and every page is read afresh (-E). tests/test_docs.py runs it with DOCS_OUT set, checks every internal
+# link and anchor of the result, and looks at it in Chromium.
+DOCS_OUT ?= docs/_build/html
+
+docs: .venv-docs/.installed
+	.venv-docs/bin/sphinx-build -W --keep-going -n -E -q -b html docs $(DOCS_OUT)
+
+.venv-docs/.installed: requirements/docs.lock pyproject.toml
+	test -x .venv-docs/bin/python || $(PYTHON) -m venv .venv-docs
+	.venv-docs/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	.venv-docs/bin/uv pip sync --quiet --python .venv-docs/bin/python --compile-bytecode requirements/docs.lock
+	.venv-docs/bin/uv pip install --quiet --python .venv-docs/bin/python --compile-bytecode --no-deps -e .
+	touch $@
 
 # Re-resolve the pinned dependencies (needs the network); commit the results.
 lock: install
-	cd requirements && for name in dev distributed $(addprefix airflow-,$(MATRIX)); do \
+	cd requirements && for name in dev distributed docs $(addprefix airflow-,$(MATRIX)); do \
 	  ../$(BIN)/uv pip compile --quiet --python-version 3.11 $$name.in -o $$name.lock || exit 1; done
 
 # The supported range: the newest Airflow (`make test`) and the older releases below, each in its own
@@ -80,4 +103,4 @@ test-distributed: .venv-distributed/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-airflow-* .venv-distributed .pytest-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist
+	rm -rf $(VENV) .venv-airflow-* .venv-distributed .venv-docs .venv-build docs/_build .pytest-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist

@@ -25,7 +25,7 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def without_userinfo(text: str) -> str:
-    """A URL as it may be echoed: anything before the last '@' of it (user, password) becomes '***'.
+    """A URL as it may be echoed: anything before the last ``@`` of it (user, password) becomes ``***``.
 
     Deliberately blunt: a password may hold '/', ':' or '#' that a URL parser would split on, so
     everything up to the last '@' is dropped rather than only what a parser calls the userinfo.

@@ -17,6 +17,7 @@ from airflow.sdk import Param, dag, task
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
 
+# [START howto_operator_kibo_cancel_order]
 @dag(
     schedule=None,
     catchup=False,
@@ -57,6 +58,9 @@ def example_kibo_cancel_order() -> None:
         return summary
 
     confirm(cancel.output)  # type: ignore[arg-type]  # resolved from XCom at run time
+
+
+# [END howto_operator_kibo_cancel_order]
 
 
 example_kibo_cancel_order()

@@ -24,6 +24,7 @@ from airflow_provider_kibo_cancel.assets import event_extra, kibo_orders_cancele
 CANCELED_ORDERS = kibo_orders_canceled_asset("30294")  # the tenant of the producing DAG's connection
 
 
+# [START howto_asset_kibo_canceled_orders_consumer]
 @dag(schedule=[CANCELED_ORDERS], catchup=False, tags=["kibo", "example"])
 def example_kibo_canceled_orders_consumer() -> None:
     @task
@@ -44,6 +45,9 @@ def example_kibo_canceled_orders_consumer() -> None:
         return {"canceled": sorted(canceled), "already_canceled": sorted(already)}
 
     log_canceled_orders()
+
+
+# [END howto_asset_kibo_canceled_orders_consumer]
 
 
 example_kibo_canceled_orders_consumer()

@@ -40,6 +40,7 @@ CANCELED_ORDERS = kibo_orders_canceled_asset("30294")
 ORDERS_CANCELED_BY_THIS_DAG = AssetAlias("example_kibo_bulk_reconciliation_canceled")
 
 
+# [START howto_operator_kibo_find_orders]
 @task
 def find_orders_to_cancel() -> list[dict[str, Any]]:
     with ORDERS_CSV.open(newline="") as rows:
@@ -53,6 +54,10 @@ def find_orders_to_cancel() -> list[dict[str, Any]]:
         ]
 
 
+# [END howto_operator_kibo_find_orders]
+
+
+# [START howto_operator_kibo_cancel_order_mapped]
 @dag(schedule="@daily", catchup=False, tags=["kibo", "example"])
 def example_kibo_reconciliation() -> None:
     canceled = CancelOrderOperator.partial(
@@ -71,6 +76,10 @@ def example_kibo_reconciliation() -> None:
     report(canceled.output)  # type: ignore[arg-type]  # resolved from XCom at run time
 
 
+# [END howto_operator_kibo_cancel_order_mapped]
+
+
+# [START howto_operator_kibo_bulk_cancel]
 @dag(schedule="@daily", catchup=False, tags=["kibo", "example"])
 def example_kibo_bulk_reconciliation() -> None:
     summary = BulkCancelOrdersOperator(
@@ -93,6 +102,9 @@ def example_kibo_bulk_reconciliation() -> None:
         return counts
 
     report(summary.output)  # type: ignore[arg-type]  # resolved from XCom at run time
+
+
+# [END howto_operator_kibo_bulk_cancel]
 
 
 example_kibo_reconciliation()

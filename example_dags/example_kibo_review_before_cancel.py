@@ -60,6 +60,7 @@ if HAS_HITL:
             "**Approve** cancels exactly these orders (it cannot be undone). **Reject** cancels nothing."
         )
 
+    # [START howto_operator_kibo_review_before_cancel]
     @dag(
         schedule=None,
         catchup=False,
@@ -93,5 +94,7 @@ if HAS_HITL:
             disposition_reason="{{ params.disposition_reason }}",
         )
         review >> cancel  # Reject skips the cancel
+
+    # [END howto_operator_kibo_review_before_cancel]
 
     example_kibo_review_before_cancel()

@@ -18,6 +18,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator.__main__ import connection_help
 from airflow_provider_kibo_cancel.emulator.server import DEFAULT_PORT
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from tests.test_readme import snippet
 
 KIBO_EMULATOR = str(Path(sys.executable).with_name("kibo-emulator"))
 
@@ -136,10 +137,9 @@ def test_bad_arguments_are_named() -> None:
     assert result.stdout == ""
 
 
-def test_the_readme_shows_what_the_emulator_prints_for_its_defaults() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+def test_the_docs_show_what_the_emulator_prints_for_its_defaults() -> None:
     _, _, command, _, export = connection_help(
         f"http://127.0.0.1:{DEFAULT_PORT}", "30294", "demo-app-key", "demo-shared-secret"
     ).splitlines()
-    assert f"\n{command.strip()}\n" in readme
-    assert f"\n{export.strip()}\n" in readme
+    assert snippet("emulator-connection").strip() == command.strip()  # README, quick start, connection page
+    assert f"\n{export.strip()}\n" in "\n" + snippet("env-connection-emulator")

@@ -1,11 +1,16 @@
-"""Every python and bash snippet of README.md runs: as pasted, or with the substitutions named here.
+"""Every python and bash snippet of README.md and of the documentation (docs/) runs: as pasted, or with the
+substitutions named here.
 
-- Snippets that address the emulator's default port 8090 run against `kibo-emulator` started, as the README
-  says, but with `--port 0` (this machine may have 8090 taken): its URL replaces `http://127.0.0.1:8090`.
+- A snippet is the fenced block right below a `<!-- snippet: NAME -->` line; it is found by that name,
+  never by its text. Every python or bash block of those pages must have one, and every name is claimed
+  below by the test that runs it. A snippet shown on several pages (the install, the first DAG) must read
+  the same on each.
+- Snippets that address the emulator's default port 8090 run against `kibo-emulator` started, as the pages
+  say, but with `--port 0` (this machine may have 8090 taken): its URL replaces `http://127.0.0.1:8090`.
 - Snippets for the real Kibo run as far as they can without it: the connection is added or parsed, and
   the settings the hook derives from it are checked (the Kibo host, the tenant, the credentials).
-- The install commands run in tests/test_release.py (they build a virtual environment), the trigger
-  commands under a real scheduler below; `make test` is the suite itself and is not run from inside it.
+- The quick start runs in tests/test_release.py (it builds a virtual environment), the trigger commands
+  under a real scheduler below; `make test` is the suite itself and is not run from inside it.
 """
 
 from __future__ import annotations
@@ -34,63 +39,81 @@ from tests import user_project
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 DEFAULT_URL = "http://127.0.0.1:8090"
 
-USER_PROJECT_CHECK = "tests.test_readme::test_readme_shows_the_user_project_the_release_test_runs"
-# Each snippet is claimed by the test that runs it, through a phrase only that snippet contains: a new
-# snippet nobody runs fails test_every_snippet_is_run.
+USER_PROJECT_CHECK = "tests.test_readme::test_the_docs_show_the_user_project_the_release_test_runs"
+QUICK_START = "tests.test_release::test_the_quick_start"
+FIRST_DAG = "tests.test_readme::test_the_emulator_connection_and_the_first_dag"
+# Each snippet name is claimed by the test that runs it; a snippet nobody runs fails
+# test_every_snippet_is_run.
 CLAIMS: dict[str, str] = {
-    "make demo   #": "tests.test_readme::test_make_demo_runs",
-    "--constraint requirements/dev.lock": "tests.test_release::test_the_readme_newcomer_path",
-    '--conn-login "$KIBO_APP_KEY"': "tests.test_readme::test_the_cli_connection_to_kibo",
-    "kibo://APP_KEY:SECRET@": "tests.test_readme::test_the_environment_connections_to_kibo",
-    "airflow connections add kibo_default --conn-type kibo --conn-host http://127.0.0.1:8090": (
-        "tests.test_readme::test_the_emulator_connection_and_the_first_dag"
-    ),
-    'export AIRFLOW_CONN_KIBO_DEFAULT=\'{"conn_type": "kibo", "host": "http://127.0.0.1:8090"': (
-        "tests.test_readme::test_the_environment_connections_to_the_emulator"
-    ),
-    "airflow connections test kibo_default": (
-        "tests.test_readme::test_the_emulator_connection_and_the_first_dag"
-    ),
-    "def cancel_one_order(": "tests.test_readme::test_the_emulator_connection_and_the_first_dag",
-    "airflow dags test cancel_one_order": (
-        "tests.test_readme::test_the_emulator_connection_and_the_first_dag"
-    ),
-    "airflow dags trigger cancel_one_order": "tests.test_readme::test_the_trigger_instructions",
-    "def cancel_orders_in_bulk(": "tests.test_readme::test_the_bulk_snippet_runs",
-    "kibo-emulator            #": "tests.test_readme::test_the_environment_connections_to_the_emulator",
-    "with KiboEmulator(": "tests.test_readme::test_the_in_process_emulator_snippet_runs",
-    "def refund_canceled_orders(": "tests.test_readme::test_the_asset_snippet_runs",
-    # The user project runs in tests/test_release.py; this test checks the README shows it as it runs.
-    "# dags/cancel_customer_order.py": USER_PROJECT_CHECK,
-    "# tests/conftest.py": USER_PROJECT_CHECK,
-    "# tests/test_cancel_customer_order.py": USER_PROJECT_CHECK,
+    "setup": "tests.test_readme::test_make_demo_runs",
+    "quickstart-install": QUICK_START,
+    "quickstart-home": QUICK_START,
+    "quickstart-run": QUICK_START,
+    "quickstart-ui": QUICK_START,
+    "emulator": "tests.test_readme::test_the_environment_connections_to_the_emulator",
+    "emulator-connection": FIRST_DAG,
+    "connection-test": FIRST_DAG,
+    "first-dag": FIRST_DAG,
+    "first-dag-test": FIRST_DAG,
+    "trigger": "tests.test_readme::test_the_trigger_instructions",
+    "bulk-dag": "tests.test_readme::test_the_bulk_snippet_runs",
+    "cli-connection-kibo": "tests.test_readme::test_the_cli_connection_to_kibo",
+    "env-connection-kibo": "tests.test_readme::test_the_environment_connections_to_kibo",
+    "env-connection-emulator": "tests.test_readme::test_the_environment_connections_to_the_emulator",
+    "assets": "tests.test_readme::test_the_asset_snippet_runs",
+    "emulator-in-process": "tests.test_readme::test_the_in_process_emulator_snippet_runs",
+    # The user project runs in tests/test_release.py; this test checks the docs show it as it runs.
+    "user-project-dag": USER_PROJECT_CHECK,
+    "user-project-conftest": USER_PROJECT_CHECK,
+    "user-project-test": USER_PROJECT_CHECK,
+}
+USER_PROJECT_SNIPPETS = {
+    "dags/cancel_customer_order.py": "user-project-dag",
+    "tests/conftest.py": "user-project-conftest",
+    "tests/test_cancel_customer_order.py": "user-project-test",
 }
 
+SNIPPET = re.compile(
+    r"^<!-- snippet: ([a-z0-9-]+) -->\n```(python|bash)\n(.*?)^```", re.DOTALL | re.MULTILINE
+)
+RUNNABLE_FENCE = re.compile(r"^\s*```(python|bash)\s*$", re.MULTILINE)
 
-def test_readme_shows_the_user_project_the_release_test_runs() -> None:
-    """tests/test_release.py runs these files' pytest against the built wheel; the README shows them."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+def pages() -> list[Path]:
+    """README.md and the documentation's pages: where runnable snippets live."""
+    return [README, *sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)]
+
+
+def marked_snippets() -> list[tuple[Path, str, str, str]]:
+    """(page, name, language, text) of every marked snippet."""
+    return [
+        (page, name, lang, text) for page in pages() for name, lang, text in SNIPPET.findall(page.read_text())
+    ]
+
+
+def snippet(name: str) -> str:
+    """The text of the snippet `name`, the same on every page that shows it."""
+    texts = {text for _, found, _, text in marked_snippets() if found == name}
+    assert len(texts) == 1, f"snippet {name!r}: {len(texts)} different texts (0: no page has it)"
+    return texts.pop()
+
+
+def test_the_docs_show_the_user_project_the_release_test_runs() -> None:
+    """tests/test_release.py runs these files' pytest against the installed package; the docs show them."""
     for name, text in user_project.FILES.items():
-        assert f"# {name}\n{text}" in blocks, f"README does not show {name} as tests/user_project.py has it"
-
-
-def snippets() -> list[tuple[str, str]]:
-    """(language, text) of every fenced python or bash block."""
-    found = re.findall(r"^```(python|bash)\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
-    return [(lang, text) for lang, text in found]
-
-
-def snippet(marker: str) -> str:
-    (text,) = [text for _, text in snippets() if marker in text]
-    return text
+        shown = snippet(USER_PROJECT_SNIPPETS[name])
+        assert shown == f"# {name}\n{text}", (
+            f"docs/testing.md does not show {name} as tests/user_project.py has it"
+        )
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:
     for old, new in replacements.items():
-        assert old in text, f"the README no longer has {old!r} in:\n{text}"
+        assert old in text, f"the snippet no longer has {old!r} in:\n{text}"
         text = text.replace(old, new)
     return text
 
@@ -122,8 +145,8 @@ def exports(block: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def readme_emulator() -> Iterator[str]:
-    """The README's `kibo-emulator` command, on a free port; yields the URL it printed."""
-    command = snippet("kibo-emulator            #").split("#")[0].split()
+    """The emulator page's `kibo-emulator` command, on a free port; yields the URL it printed."""
+    command = snippet("emulator").split("#")[0].split()
     assert command == ["kibo-emulator"]
     proc = subprocess.Popen(
         [str(BIN / "kibo-emulator"), "--port", "0"],
@@ -157,11 +180,11 @@ def emulator_state(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def readme_airflow(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
-    """A fresh Airflow home whose DAGs folder holds the README's DAG snippets, saved as the README says."""
+    """A fresh Airflow home whose DAGs folder holds the DAG snippets, saved as the pages say."""
     dags = tmp_path_factory.mktemp("readme_dags")
-    (dags / "cancel_one_order.py").write_text(snippet("def cancel_one_order("))
-    (dags / "cancel_orders_in_bulk.py").write_text(snippet("def cancel_orders_in_bulk("))
-    (dags / "refund_canceled_orders.py").write_text(snippet("def refund_canceled_orders("))
+    (dags / "cancel_one_order.py").write_text(snippet("first-dag"))
+    (dags / "cancel_orders_in_bulk.py").write_text(snippet("bulk-dag"))
+    (dags / "refund_canceled_orders.py").write_text(snippet("assets"))
     env = AirflowEnv(tmp_path_factory.mktemp("readme_home"), dags)
     env.env["PATH"] = f"{BIN}{os.pathsep}{env.env.get('PATH', '')}"  # `airflow` as an activated venv has it
     env.migrate()
@@ -187,20 +210,24 @@ def latest_xcom(env: AirflowEnv, dag_id: str, task_id: str) -> Any:
 
 
 def test_every_snippet_is_run() -> None:
-    blocks = snippets()
-    assert len(blocks) >= 12
-    for lang, text in blocks:
-        claims = {test for marker, test in CLAIMS.items() if marker in text}
-        assert len(claims) == 1, f"no single test runs this {lang} snippet (claims {claims}):\n{text}"
-        module, _, name = claims.pop().partition("::")
-        assert callable(getattr(importlib.import_module(module), name, None)), f"{module}::{name} is gone"
-    for marker in CLAIMS:
-        assert any(marker in text for _, text in blocks), f"no snippet has {marker!r} any more"
+    for page in pages():
+        text = page.read_text()
+        fences = len(RUNNABLE_FENCE.findall(text))
+        marked = len(SNIPPET.findall(text))
+        assert fences == marked, f"{page.name}: {fences - marked} python/bash block(s) without a snippet line"
+    found = marked_snippets()
+    assert len(found) >= 20
+    for page, name, lang, _ in found:
+        assert name in CLAIMS, f"no test runs the {lang} snippet {name!r} of {page.name}"
+    for name, test in CLAIMS.items():
+        snippet(name)  # present, and the same wherever it is shown
+        module, _, function = test.partition("::")
+        assert callable(getattr(importlib.import_module(module), function, None)), f"{test} is gone"
 
 
 def test_the_cli_connection_to_kibo(readme_airflow: AirflowEnv) -> None:
     # Substituted: another connection id, so this run does not take kibo_default from the emulator tests.
-    block = substitute(snippet('--conn-login "$KIBO_APP_KEY"'), {"kibo_default": "kibo_real"})
+    block = substitute(snippet("cli-connection-kibo"), {"kibo_default": "kibo_real"})
     env = {**readme_airflow.env, "KIBO_APP_KEY": "app-key-1", "KIBO_SHARED_SECRET": "secret-1"}
     bash(block, env)
     with sqlite3.connect(readme_airflow.home / "airflow.db") as db:
@@ -220,7 +247,7 @@ def test_the_cli_connection_to_kibo(readme_airflow: AirflowEnv) -> None:
 
 
 def test_the_environment_connections_to_kibo(monkeypatch: pytest.MonkeyPatch) -> None:
-    json_form, uri_form = exports(snippet("kibo://APP_KEY:SECRET@"))
+    json_form, uri_form = exports(snippet("env-connection-kibo"))
     for value in (json_form, uri_form):
         monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", value)
         settings = KiboHook().settings
@@ -233,9 +260,7 @@ def test_the_environment_connections_to_kibo(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_environment_connections_to_the_emulator(
     readme_emulator: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    block = snippet(
-        'export AIRFLOW_CONN_KIBO_DEFAULT=\'{"conn_type": "kibo", "host": "http://127.0.0.1:8090"'
-    )
+    block = snippet("env-connection-emulator")
     json_form, uri_form = exports(on_emulator(block, readme_emulator))
     for value, order_id in ((json_form, 1100), (uri_form, 1101)):
         monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", value)
@@ -247,13 +272,13 @@ def test_the_environment_connections_to_the_emulator(
 
 
 def test_the_emulator_connection_and_the_first_dag(readme_airflow: AirflowEnv, readme_emulator: str) -> None:
-    add = snippet("airflow connections add kibo_default --conn-type kibo --conn-host http://127.0.0.1:8090")
+    add = snippet("emulator-connection")
     bash(on_emulator(add, readme_emulator), readme_airflow.env)
-    tested = bash(snippet("airflow connections test kibo_default"), readme_airflow.env)
+    tested = bash(snippet("connection-test"), readme_airflow.env)
     assert "Connection success!" in tested, tested
     # The connection comes from the metadata database, as the CLI stored it: nothing in the environment.
     assert not [k for k in readme_airflow.env if k.startswith("AIRFLOW_CONN_")]
-    run = bash(snippet("airflow dags test cancel_one_order"), readme_airflow.env)
+    run = bash(snippet("first-dag-test"), readme_airflow.env)
     order = latest_xcom(readme_airflow, "cancel_one_order", "cancel_order")
     assert order["orderID"] == 1001 and order["orderStatus"] == "CANCELED", run[-3000:]
     assert emulator_state(readme_emulator)["cancels_applied"]["1001"] == 1
@@ -261,7 +286,7 @@ def test_the_emulator_connection_and_the_first_dag(readme_airflow: AirflowEnv, r
 
 def test_the_first_dag_refuses_a_run_without_an_order_id() -> None:
     namespace: dict[str, Any] = {}
-    exec(snippet("def cancel_one_order("), namespace)
+    exec(snippet("first-dag"), namespace)
     dag = namespace["cancel_one_order"]()
     with pytest.raises(Exception, match="Invalid input for param order_id: No value passed"):
         dag.params.validate()
@@ -270,9 +295,7 @@ def test_the_first_dag_refuses_a_run_without_an_order_id() -> None:
 
 
 def test_the_bulk_snippet_runs(readme_airflow: AirflowEnv, readme_emulator: str) -> None:
-    connection = json.loads(
-        exports(on_emulator(snippet('"host": "http://127.0.0.1:8090"'), readme_emulator))[0]
-    )
+    connection = json.loads(exports(on_emulator(snippet("env-connection-emulator"), readme_emulator))[0])
     result = readme_airflow.run_dag("cancel_orders_in_bulk", connections={"kibo_default": connection})
     assert result.state("cancel_orders") == "success", result.output[-3000:]
     summary = result.xcom[("cancel_orders", -1)]
@@ -283,9 +306,7 @@ def test_the_bulk_snippet_runs(readme_airflow: AirflowEnv, readme_emulator: str)
 
 
 def test_the_asset_snippet_runs(readme_airflow: AirflowEnv, readme_emulator: str) -> None:
-    connection = json.loads(
-        exports(on_emulator(snippet('"host": "http://127.0.0.1:8090"'), readme_emulator))[0]
-    )
+    connection = json.loads(exports(on_emulator(snippet("env-connection-emulator"), readme_emulator))[0])
     result = readme_airflow.run_dag("cancel_unpaid_orders", connections={"kibo_default": connection})
     assert result.state("cancel_orders") == "success", result.output[-3000:]
     with sqlite3.connect(readme_airflow.home / "airflow.db") as db:
@@ -299,7 +320,7 @@ def test_the_asset_snippet_runs(readme_airflow: AirflowEnv, readme_emulator: str
 
 def test_the_in_process_emulator_snippet_runs() -> None:
     namespace: dict[str, Any] = {}
-    exec(snippet("with KiboEmulator("), namespace)
+    exec(snippet("emulator-in-process"), namespace)
     emulator = namespace["emulator"]
     assert emulator.clients == {"key": "secret"}
     assert len(emulator.order(1099)) > 10
@@ -308,7 +329,7 @@ def test_the_in_process_emulator_snippet_runs() -> None:
 
 @pytest.mark.newest_only  # `make demo` runs in .venv, the newest Airflow, whichever venv runs the tests
 def test_make_demo_runs() -> None:
-    (line,) = [line for line in snippet("make demo   #").splitlines() if line.startswith("make demo")]
+    (line,) = [line for line in snippet("setup").splitlines() if line.startswith("make demo")]
     command = line.split("#")[0].split()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
@@ -317,14 +338,10 @@ def test_make_demo_runs() -> None:
 
 
 def test_the_trigger_instructions(readme_airflow: AirflowEnv, readme_emulator: str) -> None:
-    """`airflow dags unpause` and `trigger` as the README gives them, with scheduler, DAG processor and API
-    server running: the run is picked up and cancels the order."""
-    block = substitute(
-        snippet("airflow dags trigger cancel_one_order"), {'{"order_id": 1001}': '{"order_id": 1201}'}
-    )
-    connection = json.loads(
-        exports(on_emulator(snippet('"host": "http://127.0.0.1:8090"'), readme_emulator))[0]
-    )
+    """`airflow dags unpause` and `trigger` as the operator page gives them, with scheduler, DAG processor
+    and API server running: the run is picked up and cancels the order."""
+    block = substitute(snippet("trigger"), {'{"order_id": 1001}': '{"order_id": 1201}'})
+    connection = json.loads(exports(on_emulator(snippet("env-connection-emulator"), readme_emulator))[0])
     with AirflowStack(
         readme_airflow, extra_env={"AIRFLOW_CONN_KIBO_DEFAULT": json.dumps(connection)}
     ) as stack:

@@ -1,26 +1,30 @@
-"""The package as a user gets it: wheel and sdist built and checked, the wheel in a clean environment."""
+"""The package as a user gets it: wheel and sdist built and checked, the quick start walked as written in a
+clean environment, the built wheel in that environment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 import airflow_provider_kibo_cancel
-from devtools.airflow_local import AirflowEnv
+from devtools.airflow_local import AirflowEnv, free_port
 from devtools.emulator_process import emulator_process
 from tests import user_project
-from tests.test_readme import README, bash, latest_xcom, on_emulator, snippet, substitute
+from tests.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
 
@@ -71,6 +75,19 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     prefix = f"airflow_provider_kibo_cancel-{version}/"
     assert {prefix + n for n in package_files()} <= set(sdist_names)
     assert not [n for n in sdist_names if "/.venv" in n or "__pycache__" in n]
+    # The licence: the file in both distributions, and the SPDX expression in the metadata.
+    licence = (ROOT / "LICENSE").read_bytes()
+    assert licence.lstrip().startswith(b"Apache License\n") and b"END OF TERMS AND CONDITIONS" in licence
+    dist_info = f"airflow_provider_kibo_cancel-{version}.dist-info/"
+    assert zipfile.ZipFile(wheel).read(f"{dist_info}licenses/LICENSE") == licence
+    with tarfile.open(sdist) as archive:
+        member = archive.extractfile(f"{prefix}LICENSE")
+        assert member is not None and member.read() == licence
+        pkg_info = archive.extractfile(f"{prefix}PKG-INFO")
+        assert pkg_info is not None and b"\nLicense-Expression: Apache-2.0\n" in pkg_info.read()
+    wheel_metadata = zipfile.ZipFile(wheel).read(f"{dist_info}METADATA")
+    assert b"\nLicense-Expression: Apache-2.0\n" in wheel_metadata
+    assert b"\nLicense-File: LICENSE\n" in wheel_metadata
     metadata = zipfile.ZipFile(wheel).read(
         f"airflow_provider_kibo_cancel-{version}.dist-info/entry_points.txt"
     )
@@ -79,30 +96,27 @@ def test_wheel_and_sdist_pass_twine_check(dist: Path) -> None:
     assert b"[pytest11]\nkibo = airflow_provider_kibo_cancel.pytest_plugin" in metadata
 
 
-@pytest.fixture(scope="module")
-def newcomer_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new virtual environment made by the README's install commands, from the wheel `dist` built.
+def clean_env(home: Path) -> dict[str, str]:
+    """A new user's shell: their own HOME, nothing of this test session's Airflow or Python set-up."""
+    uv_cache = subprocess.run([UV, "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST", "VIRTUAL_ENV"))}
+    return {**env, "HOME": str(home), "UV_CACHE_DIR": uv_cache, "PYTHONPATH": ""}
 
-    Substituted: `make dist` (the module fixture ran `uv build`, which is what it runs), `python3.11` (the
-    interpreter running the tests, the same version) and `pip install` (`uv pip install`: the same pinned
-    result, without downloading; the venv is the one the README activated).
+
+@pytest.fixture(scope="module")
+def newcomer_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtual environment made by the quick start's install commands, from this checkout.
+
+    Substituted: `python3` (the interpreter running the tests, the same version) and `pip install`
+    (`uv pip install`: the same pinned result, without downloading; the venv is the one the snippet
+    activated).
     """
     home = tmp_path_factory.mktemp("home")
-    clone = tmp_path_factory.mktemp("clone")  # holds what the README's commands read from a clone
-    (clone / "dist").symlink_to(dist)
-    (clone / "requirements").symlink_to(ROOT / "requirements")
     block = substitute(
-        snippet("--constraint requirements/dev.lock"),
-        {
-            "python3.11 ": f"{sys.executable} ",
-            "make dist": ": make dist",
-            "pip install ": f"{UV} pip install --compile-bytecode ",
-        },
+        snippet("quickstart-install"),
+        {"python3 ": f"{sys.executable} ", "pip install ": f"{UV} pip install --compile-bytecode "},
     )
-    uv_cache = subprocess.run([UV, "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
-    env = {**os.environ, "HOME": str(home), "UV_CACHE_DIR": uv_cache, "PYTHONPATH": ""}
-    env.pop("VIRTUAL_ENV", None)
-    bash(block, env, cwd=clone)
+    bash(block, clean_env(home), cwd=ROOT)
     venv = home / "kibo-airflow"
     assert (venv / "bin" / "airflow").exists() and (venv / "bin" / "kibo-emulator").exists()
     return venv
@@ -119,8 +133,212 @@ def venv_airflow(venv: Path, tmp_path: Path, dags: Path) -> AirflowEnv:
     return airflow
 
 
-def test_the_built_wheel_works_in_a_clean_environment(newcomer_venv: Path, tmp_path: Path) -> None:
+def listening_addresses(session_leader: int) -> set[str]:
+    """The local addresses on which the processes of a session (a process group) listen for TCP."""
+    inodes: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) != session_leader:
+                continue
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue  # gone meanwhile
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                hex_address = fields[1].split(":")[0]
+                raw = bytes.fromhex(hex_address)
+                # /proc/net/tcp* print each 32-bit word of the address in host (little-endian) order.
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+                addresses.add(
+                    ":".join(w.hex() for w in words) if len(raw) == 16 else ".".join(map(str, words[0]))
+                )
+    return addresses
+
+
+@contextlib.contextmanager
+def started(script: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A long-running snippet (a server the user leaves running), stopped with its whole session after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_the_quick_start(newcomer_venv: Path, tmp_path: Path) -> None:
+    """docs/index.md's quick start, step by step as a new user runs it in the venv it made: an Airflow home
+    and its database, `kibo-emulator` in a second terminal, the connection it prints, the bulk DAG saved
+    where the page says, `airflow dags test`, and the API server on 127.0.0.1 showing the run's XCom
+    `summary` and asset event. Substituted: free ports for the emulator's 8090 and the API server's 8080."""
+    home = newcomer_venv.parent
+    env = clean_env(home)
+    activate = ". ~/kibo-airflow/bin/activate\n"  # the shell the install snippet left activated
+    setup = snippet("quickstart-home")
+    exports = "".join(line + "\n" for line in setup.splitlines() if line.startswith("export "))
+    bash(activate + setup, env)
+    airflow_home = home / "kibo-airflow" / "airflow"
+    assert (airflow_home / "airflow.db").exists() and (airflow_home / "dags").is_dir()
+    (airflow_home / "dags" / "cancel_orders_in_bulk.py").write_text(snippet("bulk-dag"))
+
+    assert snippet("emulator").split("#")[0].split() == ["kibo-emulator"]
+    # The second terminal: the same venv activated, the emulator on a free port instead of 8090.
+    emulator = subprocess.Popen(
+        ["bash", "-c", activate + "exec kibo-emulator --port 0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        printed = [emulator.stdout.readline() for _ in range(4)]
+        url = printed[0].split()[3]
+        assert printed[0].startswith(f"Kibo emulator on {url} "), printed
+        add = on_emulator(snippet("emulator-connection"), url)
+        assert add.strip() == printed[3].strip()  # the page's command is the one the emulator prints
+        run = bash(activate + exports + add + "\n" + snippet("quickstart-run"), env)
+        state = requests.get(f"{url}/_emulator/state", timeout=5).json()
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        emulator.wait(timeout=10)
+    assert state["cancels_applied"] == {"1002": 1, "1003": 1, "1004": 1}, run[-3000:]
+    assert "Loading example" not in run and "example_bash_operator" not in run  # examples left out
+    airflow = AirflowEnv(airflow_home, airflow_home / "dags", airflow=str(newcomer_venv / "bin" / "airflow"))
+    summary = latest_xcom(airflow, "cancel_orders_in_bulk", "cancel_orders")
+    assert summary["canceled"] == [1002, 1003, 1004], run[-3000:]
+
+    look_at_the_ui(airflow_home, env, activate + exports, tmp_path)
+
+
+def look_at_the_ui(airflow_home: Path, env: dict[str, str], shell: str, tmp_path: Path) -> None:
+    """Step 7: the UI, on 127.0.0.1 only; log in as the page says and find what it points at."""
+    port = free_port()
+    ui = substitute(snippet("quickstart-ui"), {"--port 8080": f"--port {port}"})
+    base = f"http://127.0.0.1:{port}"
+    with started(shell + "exec " + ui, env, tmp_path / "api-server.log") as server:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "api-server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{base}/api/v2/monitor/health", timeout=10).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "API server not healthy"
+            time.sleep(0.5)
+        assert listening_addresses(server.pid) == {"127.0.0.1"}
+        passwords = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+        login = requests.post(
+            f"{base}/auth/token", json={"username": "admin", "password": passwords["admin"]}, timeout=30
+        )
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+
+        def api(path: str) -> Any:
+            answer = session.get(f"{base}/api/v2{path}", timeout=30)
+            assert answer.ok, (path, answer.status_code, answer.text[:500])
+            return answer.json()
+
+        (dag_run,) = api("/dags/cancel_orders_in_bulk/dagRuns")["dag_runs"]
+        entry = api(
+            f"/dags/cancel_orders_in_bulk/dagRuns/{dag_run['dag_run_id']}/taskInstances/cancel_orders"
+            "/xcomEntries/summary"
+        )
+        value = entry["value"] if isinstance(entry["value"], dict) else json.loads(entry["value"])
+        assert value["canceled"] == [1002, 1003, 1004]
+        events = api("/assets/events?source_dag_id=cancel_orders_in_bulk")["asset_events"]
+        assert [(e["uri"], e["extra"]["canceled"]) for e in events] == [
+            ("kibo://30294/orders/canceled", [1002, 1003, 1004])
+        ]
+        if os.environ.get("KIBO_UPDATE_SCREENSHOT"):  # the README's picture of a run
+            picture_of_the_run(base, passwords["admin"], dag_run["dag_run_id"])
+
+
+def picture_of_the_run(base: str, password: str, run_id: str) -> None:
+    """docs/quickstart-xcom.png: the bulk task's XCom in the UI, as the quick start's step 7 finds it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_docs import chromium_executable
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(f"{base}/", wait_until="networkidle")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_load_state("networkidle")
+            page.goto(
+                f"{base}/dags/cancel_orders_in_bulk/runs/{run_id}/tasks/cancel_orders/xcom",
+                wait_until="networkidle",
+            )
+            row = page.get_by_role("row").filter(has_text="summary")
+            row.locator(".codicon-folding-collapsed").first.click(force=True)  # open the summary's value
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "quickstart-xcom.png"))
+        finally:
+            browser.close()
+
+
+def test_the_built_wheel_works_in_a_clean_environment(
+    dist: Path, newcomer_venv: Path, tmp_path: Path
+) -> None:
+    """The wheel `make dist` builds, installed as the quick start's page says, over the checkout install."""
     python = str(newcomer_venv / "bin" / "python")
+    (wheel,) = dist.glob("*.whl")
+    subprocess.run(
+        [
+            UV,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            python,
+            "--compile-bytecode",
+            "--reinstall-package",
+            "airflow-provider-kibo-cancel",
+            str(wheel),
+            "--constraint",
+            str(ROOT / "requirements" / "dev.lock"),
+        ],
+        check=True,
+    )
+    direct_url = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m; "
+            "print(m.distribution('airflow-provider-kibo-cancel').read_text('direct_url.json'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert wheel.name in direct_url
     installed = subprocess.run(
         [python, "-c", "import airflow_provider_kibo_cancel as p; print(p.__file__)"],
         capture_output=True,
@@ -187,71 +405,3 @@ def test_a_users_project_tests_its_dag_with_the_installed_fixtures(
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
-
-
-def test_the_readme_newcomer_path(newcomer_venv: Path, tmp_path: Path) -> None:
-    """Installed as the README says, a new user starts `kibo-emulator`, adds the connection it prints with
-    the CLI, tests it and runs the README's first DAG, each with the README's own command."""
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "cancel_one_order.py").write_text(snippet("def cancel_one_order("))
-    airflow = venv_airflow(newcomer_venv, tmp_path, dags)
-    assert snippet("kibo-emulator            #").split("#")[0].split() == ["kibo-emulator"]
-    # Substituted: --port 0, as 8090 may be taken on this machine; the URL it prints replaces 8090 below.
-    emulator = subprocess.Popen(
-        [str(newcomer_venv / "bin" / "kibo-emulator"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert emulator.stdout is not None
-        printed = [emulator.stdout.readline() for _ in range(4)]
-        url = printed[0].split()[3]
-        assert printed[0].startswith(f"Kibo emulator on {url} "), printed
-        add = on_emulator(
-            snippet(
-                "airflow connections add kibo_default --conn-type kibo --conn-host http://127.0.0.1:8090"
-            ),
-            url,
-        )
-        assert add.strip() == printed[3].strip()  # the README's command is the one the emulator prints
-        bash(add, airflow.env)
-        assert "Connection success!" in bash(snippet("airflow connections test kibo_default"), airflow.env)
-        run = bash(snippet("airflow dags test cancel_one_order"), airflow.env)
-        state = requests.get(f"{url}/_emulator/state", timeout=5).json()
-    finally:
-        emulator.send_signal(signal.SIGINT)
-        emulator.wait(timeout=10)
-    assert emulator.returncode == 0
-    order = latest_xcom(airflow, "cancel_one_order", "cancel_order")
-    assert (order["orderID"], order["orderStatus"]) == (1001, "CANCELED"), run[-3000:]
-    assert state["cancels_applied"] == {"1001": 1}
-
-
-def test_the_readme_checkout_install_command(newcomer_venv: Path) -> None:
-    """The README's install from a checkout, without building first (run last: it replaces the wheel)."""
-    (command,) = re.findall(r"`(pip install \. --constraint requirements/dev\.lock)`", README.read_text())
-    python = str(newcomer_venv / "bin" / "python")
-    subprocess.run(
-        [UV, "pip", "uninstall", "--quiet", "--python", python, "airflow-provider-kibo-cancel"], check=True
-    )
-    env = {**os.environ, "VIRTUAL_ENV": str(newcomer_venv), "PYTHONPATH": ""}
-    # Substituted: `uv pip install` for `pip install`, as for the wheel.
-    bash(substitute(command, {"pip install ": f"{UV} pip install --compile-bytecode "}), env, cwd=ROOT)
-    shown = subprocess.run(
-        [
-            python,
-            "-c",
-            "import airflow_provider_kibo_cancel as p, importlib.metadata as m; "
-            "print(p.__file__); "
-            "print(m.distribution('airflow-provider-kibo-cancel').read_text('direct_url.json'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=newcomer_venv,
-    ).stdout
-    assert shown.startswith(str(newcomer_venv))  # copied into the venv, not an editable link to the tree
-    assert '"editable":true' not in shown.replace(" ", "")
-    assert (newcomer_venv / "bin" / "kibo-emulator").exists()
