@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,41 @@ def test_an_answer_that_drips_in_ends_at_the_read_timeout_and_is_settled(
     assert time.monotonic() - started < 5  # about 1 s of dripping, not the ~80 s the whole body takes
     assert result.order["orderStatus"] == "CANCELED" and not result.already_canceled
     assert emulator.cancels_applied(1001) == 1
+
+
+class _OneShotKibo(BaseHTTPRequestHandler):
+    """HTTP/1.0, as BaseHTTPRequestHandler speaks by default: every answer closes its connection."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        data = json.dumps({"orderID": body["orderId"], "orderStatus": "CANCELED", "pad": "x" * 20_000})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+
+def test_answers_that_close_their_connection_are_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # http.client closes a connection whose answer says it will close before reading the body; the
+    # hook's sockets must keep the body readable until then, as a plain socket does.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneShotKibo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        conn = kibo_connection(url, login="", password="", access_token="tok-123")
+        monkeypatch.setenv("AIRFLOW_CONN_KIBO_HTTP10", json.dumps(conn))
+        hook = KiboHook("kibo_http10", max_attempts=1)
+        for order_id in (1001, 1002, 1003):
+            assert hook.cancel_order(order_id, "created_by_mistake")["orderID"] == order_id
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture

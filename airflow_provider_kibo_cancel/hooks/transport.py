@@ -42,7 +42,11 @@ class _DeadlineSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._io_refs = 0  # what socket.socket.makefile counts on its socket (this object)
+        # socket.socket's bookkeeping of the files made from it, kept on this object as makefile() runs
+        # here: a close while a file is open (http.client closes a connection whose answer says
+        # "Connection: close" before the body is read) must wait for the file, as a socket's does.
+        self._io_refs = 0
+        self._closed = False
         self.deadline = float("inf")
         self.seconds = 0.0
 
@@ -70,7 +74,15 @@ class _DeadlineSocket:
         return socket.socket.makefile(self, *args, **kwargs)  # type: ignore[call-overload]
 
     def _decref_socketios(self) -> None:
-        self._io_refs = max(0, self._io_refs - 1)
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0:
+            self._sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs == 0:
+            self._sock.close()
 
 
 def _start_answer(connection: HTTPConnection) -> None:
