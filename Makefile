@@ -8,13 +8,19 @@ UV_VERSION := 0.13.9
 
 install: $(VENV)/.installed
 
+# A virtual environment from a lock, with the package installed into it (editable, without its
+# dependencies): $(call venv-from-lock,FOLDER,LOCK). Bytecode is compiled now, or every `import airflow`
+# pays for it.
+define venv-from-lock
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(1)/bin/uv pip sync --quiet --python $(1)/bin/python --compile-bytecode $(2)
+	$(1)/bin/uv pip install --quiet --python $(1)/bin/python --compile-bytecode --no-deps -e .
+	touch $(1)/.installed
+endef
+
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	# Pinned versions from the lock; bytecode compiled now, or every `import airflow` pays for it.
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements/dev.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
-	touch $@
+	$(call venv-from-lock,$(VENV),requirements/dev.lock)
 
 # Cancel an order through a real Airflow DAG run against the local Kibo emulator.
 demo: install
@@ -58,11 +64,7 @@ docs: .venv-docs/.installed
 	.venv-docs/bin/sphinx-build -W --keep-going -n -E -q -b html docs $(DOCS_OUT)
 
 .venv-docs/.installed: requirements/docs.lock pyproject.toml
-	test -x .venv-docs/bin/python || $(PYTHON) -m venv .venv-docs
-	.venv-docs/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
-	.venv-docs/bin/uv pip sync --quiet --python .venv-docs/bin/python --compile-bytecode requirements/docs.lock
-	.venv-docs/bin/uv pip install --quiet --python .venv-docs/bin/python --compile-bytecode --no-deps -e .
-	touch $@
+	$(call venv-from-lock,.venv-docs,requirements/docs.lock)
 
 # Re-resolve the pinned dependencies (needs the network); commit the results.
 lock: install
@@ -82,11 +84,7 @@ test-airflow-%: .venv-airflow-%/.installed
 	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only and not distributed" $(PYTEST_PARALLEL)
 
 .venv-airflow-%/.installed: requirements/airflow-%.lock pyproject.toml
-	test -x .venv-airflow-$*/bin/python || $(PYTHON) -m venv .venv-airflow-$*
-	.venv-airflow-$*/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
-	.venv-airflow-$*/bin/uv pip sync --quiet --python .venv-airflow-$*/bin/python --compile-bytecode requirements/airflow-$*.lock
-	.venv-airflow-$*/bin/uv pip install --quiet --python .venv-airflow-$*/bin/python --compile-bytecode --no-deps -e .
-	touch $@
+	$(call venv-from-lock,.venv-airflow-$*,requirements/airflow-$*.lock)
 
 # Production-shaped Airflow: CeleryExecutor with two workers, PostgreSQL, Redis and a triggerer, all on
 # 127.0.0.1 (tests/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
@@ -96,11 +94,7 @@ test-distributed: .venv-distributed/.installed
 	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/test_distributed.py
 
 .venv-distributed/.installed: requirements/distributed.lock pyproject.toml
-	test -x .venv-distributed/bin/python || $(PYTHON) -m venv .venv-distributed
-	.venv-distributed/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
-	.venv-distributed/bin/uv pip sync --quiet --python .venv-distributed/bin/python --compile-bytecode requirements/distributed.lock
-	.venv-distributed/bin/uv pip install --quiet --python .venv-distributed/bin/python --compile-bytecode --no-deps -e .
-	touch $@
+	$(call venv-from-lock,.venv-distributed,requirements/distributed.lock)
 
 clean:
 	rm -rf $(VENV) .venv-airflow-* .venv-distributed .venv-docs .venv-build docs/_build .pytest-distributed .airflow-demo .pytest_cache .mypy_cache .ruff_cache dist

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 
@@ -27,3 +34,34 @@ def kibo_connection(emu: KiboEmulator | str, **extra: Any) -> dict[str, Any]:
         "host": emu if isinstance(emu, str) else emu.url,
         "extra": fields,
     }
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def debian_chromium() -> str:
+    """Debian's Chromium, installed here when missing (no browser download by Playwright)."""
+    if not Path(CHROMIUM).exists():
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+    return CHROMIUM
+
+
+def tls_server_context(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a self-signed certificate for 127.0.0.1, and the certificate's path."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert

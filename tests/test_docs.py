@@ -18,12 +18,12 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 import airflow_provider_kibo_cancel
+from tests.support import debian_chromium
 
 pytestmark = pytest.mark.newest_only  # one build is enough; it has its own venv and lock anyway
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
 # The pages a reader is shown first, and the pictures of them kept in docs/ (the last is in the README).
 PICTURES = {
     "index.html": "site-home.png",
@@ -176,24 +176,13 @@ def test_every_public_name_is_in_the_api_reference(site: Path) -> None:
         assert f"<strong>{parameter}</strong>" in api, parameter
 
 
-def chromium_executable() -> str:
-    """Debian's Chromium, installed when missing, as tests/test_ui.py does (no browser download)."""
-    if not Path(CHROMIUM).exists():
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
-    return CHROMIUM
-
-
 def test_a_reader_sees_the_pages_in_a_browser(site: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     expected = {name for name in source_pages() if name != "index"}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=chromium_executable(),
+            executable_path=debian_chromium(),
             args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
         )
         try:

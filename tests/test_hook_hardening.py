@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from airflow_provider_kibo_cancel.exceptions import (
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
-from tests.support import TENANT, kibo_connection
+from tests.support import TENANT, kibo_connection, tls_server_context
 from tests.test_reliability import hook_for
 
 TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"
@@ -187,18 +186,7 @@ def test_answers_that_close_their_connection_are_read_whole(monkeypatch: pytest.
 @pytest.fixture
 def slow_handshake_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[bytes]]]:
     """A TLS server that waits 1.5 s before its handshake, then records what the client sends."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context, cert = tls_server_context(tmp_path)
     received: list[bytes] = []
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)

@@ -280,10 +280,10 @@ def picture_of_the_run(base: str, password: str, run_id: str) -> None:
     """docs/quickstart-xcom.png: the bulk task's XCom in the UI, as the quick start's step 7 finds it."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_docs import chromium_executable
+    from tests.support import debian_chromium
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=debian_chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             page.goto(f"{base}/", wait_until="networkidle")

@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +41,7 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     STOPPED,
     BulkRun,
 )
-from tests.support import SHARED_SECRET, TENANT
+from tests.support import SHARED_SECRET, TENANT, tls_server_context
 from tests.test_reliability import hook_for
 
 
@@ -112,18 +110,7 @@ def test_a_redirected_oauth_request_is_not_resent(
 @pytest.fixture
 def tls_emulator(tmp_path: Path) -> Iterator[tuple[KiboEmulator, Path]]:
     """The emulator over https with a self-signed certificate for 127.0.0.1."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context, cert = tls_server_context(tmp_path)
     emu = KiboEmulator(tenants=(TENANT,), clients={"demo-app-key": SHARED_SECRET})
     emu.add_orders([1003])
     emu.start(tls=context)

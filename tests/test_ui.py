@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -17,9 +16,8 @@ from packaging.version import Version
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.models import KiboConnectionSettings
 from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import APP_KEY, SHARED_SECRET, TENANT
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, debian_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 DECLARATIVE_FORM = Version(version("apache-airflow-core")) >= Version("3.2")
 DOCS = Path(__file__).parent.parent / "docs"  # KIBO_UPDATE_SCREENSHOT=1 refreshes the README's pictures
 
@@ -113,14 +111,7 @@ def test_the_test_button_names_an_unreachable_host(api_server: AirflowStack) -> 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """Debian's Chromium, installed here when missing (no browser download by Playwright)."""
-    if not Path(CHROMIUM).exists():
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
-    return CHROMIUM
+    return debian_chromium()
 
 
 @pytest.mark.newest_only  # the React form differs between releases; hook_meta above covers each
