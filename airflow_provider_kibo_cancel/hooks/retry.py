@@ -194,30 +194,17 @@ class RetryPolicy:
             while True:
                 if record.attempts and not probe and breaker.is_open:
                     raise self._circuit_open_error(breaker, what, for_order, order_id, record)
-                response, failure = self._attempt(send, limits, what, for_order, order_id, record)
-                if failure is not None:
-                    record = record.after(reached_kibo=failure.reached_kibo, answered=False)
-                    retry_after = None
-                else:
-                    assert response is not None
-                    record = record.after(reached_kibo=response.status_code >= 500, answered=True)
-                    retry_after = (
-                        retry_after_seconds(response.headers.get("Retry-After"))
-                        if response.status_code == 429
-                        else None
-                    )
-                decision = decide(
-                    response,
-                    failure,
-                    attempt=record.attempts,
-                    attempts=attempts,
-                    limits=limits,
-                    retry_after=retry_after,
-                )
-                problem = _problem(response, failure)
-                _tell_breaker(breaker, response, failure, decision, f"{what}: {problem}", started)
-                if decision.pause_all or decision.long_pause is not None:
-                    self.gate.pause(decision.long_pause or decision.delay)
+                rate_probe, response, failure = self._attempt(send, limits, what, for_order, order_id, record)
+                try:
+                    record, decision = self._judge(response, failure, record, attempts, limits)
+                    problem = _problem(response, failure)
+                    _tell_breaker(breaker, response, failure, decision, f"{what}: {problem}", started)
+                    if decision.pause_all or decision.long_pause is not None:
+                        self.gate.pause(decision.long_pause or decision.delay)
+                finally:
+                    # After the pause is set: the threads waiting for the probe must see it.
+                    if rate_probe:
+                        self.gate.end_probe(rate_limited=response is not None and response.status_code == 429)
                 if decision.action == "answer":
                     assert response is not None
                     return Answer(response, record)
@@ -258,20 +245,51 @@ class RetryPolicy:
         for_order: str,
         order_id: int | None,
         record: CallRecord,
-    ) -> tuple[requests.Response | None, TransportFailure | None]:
-        """One attempt after its turn at the gate: Kibo's answer, or what the transport failure means."""
+    ) -> tuple[bool, requests.Response | None, TransportFailure | None]:
+        """
+        One attempt after its turn at the gate: whether it is the probe after a 429 pause (the caller
+        then ends the probe), and Kibo's answer or what the transport failure means.
+        """
         rate_probe = self._wait_for_turn(limits.longest_sleep, what, for_order, order_id, record)
-        response: requests.Response | None = None
         try:
-            response = send()
+            return rate_probe, send(), None
         except requests.RequestException as exc:
-            if stopped_while_connecting(exc):
-                raise HookStopped from None
-            return None, classify(exc)
-        finally:
+            if not stopped_while_connecting(exc):
+                return rate_probe, None, classify(exc)
             if rate_probe:
-                self.gate.end_probe(rate_limited=response is not None and response.status_code == 429)
-        return response, None
+                self.gate.end_probe(rate_limited=False)
+            raise HookStopped from None
+        except BaseException:
+            if rate_probe:
+                self.gate.end_probe(rate_limited=False)
+            raise
+
+    @staticmethod
+    def _judge(
+        response: requests.Response | None,
+        failure: TransportFailure | None,
+        record: CallRecord,
+        attempts: int,
+        limits: RetryLimits,
+    ) -> tuple[CallRecord, Decision]:
+        """The call's record after this attempt, and what :func:`decide` makes of it."""
+        retry_after = None
+        if failure is not None:
+            record = record.after(reached_kibo=failure.reached_kibo, answered=False)
+        else:
+            assert response is not None
+            record = record.after(reached_kibo=response.status_code >= 500, answered=True)
+            if response.status_code == 429:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        decision = decide(
+            response,
+            failure,
+            attempt=record.attempts,
+            attempts=attempts,
+            limits=limits,
+            retry_after=retry_after,
+        )
+        return record, decision
 
     def _admit(self, breaker: CircuitBreaker, what: str, for_order: str, order_id: int | None) -> bool:
         """Check the circuit before a call; True when this call is the probe after a cool-down."""
