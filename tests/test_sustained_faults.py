@@ -440,6 +440,49 @@ def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: 
     assert sorted(everything) == list(range(1000, 1100))
 
 
+def test_a_kill_while_the_plan_is_checked_sends_nothing(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM can arrive before the run's hook exists (while the orders are validated): on_kill must
+    # still hold, so the run that follows sends nothing.
+    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+
+    hook_for(emulator, monkeypatch)
+    operator = BulkCancelOrdersOperator(
+        task_id="bulk",
+        orders=list(range(1000, 1050)),
+        disposition_reason="created_by_mistake",
+        kibo_conn_id="kibo_faults",
+    )
+    ti = _TaskInstance()
+    operator.on_kill()  # what the task runner's handler calls; no hook has been built yet
+    with pytest.raises(KiboBulkCancelError, match="the task was stopped"):
+        operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    assert emulator.requests_to("cancel") == []
+    summary = ti.pushed["summary"]
+    assert summary["halted"] == STOPPED and summary["not_attempted"] == list(range(1000, 1050))
+
+
+def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kibo_cancel.exceptions import KiboStoppedError
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+
+    hook_for(emulator, monkeypatch, backoff_base=4)
+    emulator.inject("status", status=503, times=None)
+    operator = CancelOrderOperator(
+        task_id="one", order_id=1001, disposition_reason="created_by_mistake", kibo_conn_id="kibo_faults"
+    )
+    threading.Timer(0.5, operator.on_kill).start()
+    started = time.monotonic()
+    with pytest.raises(KiboStoppedError):
+        operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert time.monotonic() - started < 2.0  # the 2-4 s backoff ended at the kill
+    assert len(emulator.requests_to("cancel")) == 1
+
+
 # --- failures found in review: every one a run-wide condition the run must see ---------------------------
 
 

@@ -276,6 +276,8 @@ class BulkCancelOrdersOperator(BaseOperator):
         """The run's one token, before any cancel; a long 429 from the OAuth endpoint is deferred too."""
         from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
 
+        if hook.stopped:
+            return  # killed before the run began: the run settles every order as not attempted
         try:
             hook.authenticate()
         except KiboRateLimitError as exc:
