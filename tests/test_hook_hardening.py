@@ -4,6 +4,7 @@ field's spelling. Real HTTP to the emulator (or, for the TLS handshake, a small 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -181,6 +182,61 @@ def test_answers_that_close_their_connection_are_read_whole(monkeypatch: pytest.
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def relay_proxy(emulator: KiboEmulator) -> Iterator[str]:
+    """A forward HTTP proxy on 127.0.0.1 to the emulator that passes answers on as they come."""
+    upstream = int(emulator.url.rsplit(":", 1)[1])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def relay(client: socket.socket) -> None:
+        # The hook gives up on a dripping answer and closes: what the relay was writing then is lost.
+        with client, client.makefile("rb") as reader, contextlib.suppress(OSError):
+            while line := reader.readline():
+                method, url, version = line.decode().split()
+                headers, length = [], 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    if header.lower().startswith(b"content-length:"):
+                        length = int(header.split(b":")[1])
+                    if not header.lower().startswith((b"connection:", b"proxy-connection:")):
+                        headers.append(header)
+                path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+                with socket.create_connection(("127.0.0.1", upstream)) as up:
+                    head = f"{method} {path} {version}\r\n".encode() + b"".join(headers)
+                    up.sendall(head + b"Connection: close\r\n\r\n" + reader.read(length))
+                    while chunk := up.recv(65536):  # a drip stays a drip
+                        client.sendall(chunk)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                threading.Thread(target=relay, args=(client,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_through_a_proxy_a_dripping_answer_still_ends_at_the_read_timeout(
+    emulator: KiboEmulator, relay_proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests builds a proxy's connection pools itself: they must be the hook's too.
+    monkeypatch.setenv("HTTP_PROXY", relay_proxy)
+    monkeypatch.setenv("http_proxy", relay_proxy)
+    hook = hook_for(emulator, monkeypatch, timeout=1)
+    hook.authenticate()
+    emulator.inject("drip_after_apply", delay=0.25)
+    started = time.monotonic()
+    result = hook.cancel(CancelOrderRequest.from_raw(1001, "created_by_mistake"))
+    assert time.monotonic() - started < 6, "the dripping answer was read to its end"
+    assert result.order["orderStatus"] == "CANCELED" and not result.already_canceled
+    assert all(r.headers.get("connection") == "close" for r in emulator.requests), "it went via the proxy"
 
 
 @pytest.fixture

@@ -154,9 +154,9 @@ class Gate:
         return self._stopped.is_set()
 
     def stop(self) -> None:
+        # No lock of the gate's here: stop() runs from on_kill in a SIGTERM handler, on the main thread,
+        # which may hold that lock at that moment. Threads waiting for a probe look again within 1 s.
         self._stopped.set()
-        with self._lock:
-            self._probe_done.notify_all()
 
     def pause(self, seconds: float) -> None:
         """A 429: every thread waits ``seconds``, then one request probes before the rest resume."""
@@ -211,7 +211,9 @@ class Gate:
                 self._next_slot = slot + self._interval
             if slot > now:
                 self.sleep(slot - now)
-            if self._paused_until <= time.monotonic():  # no 429 arrived while this thread waited
+            # No 429 arrived while this thread waited for its slot; if one did, wait out its pause and
+            # its probe like everyone else.
+            if self._paused_until <= time.monotonic() and not self._probe_needed:
                 if self._stopped.is_set():
                     raise HookStopped
                 return False

@@ -128,10 +128,20 @@ def stoppable_adapter(stop: _Stop, pool_size: int) -> HTTPAdapter:
     class _HTTPSPool(HTTPSConnectionPool):
         ConnectionCls = _HTTPSConnection
 
+    pools = {"http": _HTTPPool, "https": _HTTPSPool}
+
     class _Adapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            # Through an HTTP(S)_PROXY, requests builds a manager of its own: the same connections there.
+            # (A SOCKS proxy's manager makes connections of another kind; those keep urllib3's.)
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = pools
+            return manager
 
     # max_retries=0: the hook's retry policy decides every retry, urllib3 none.
     return _Adapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)

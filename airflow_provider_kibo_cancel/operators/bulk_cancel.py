@@ -314,9 +314,9 @@ class BulkCancelOrdersOperator(BaseOperator):
         """Task killed or marked failed (SIGTERM): stop dispatching; the requests in flight may finish."""
         self._killed = True
         hook = self.__dict__.get("hook")  # not the property: a kill while planning builds no hook
-        self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
         if hook is not None:
-            hook.stop()
+            hook.stop()  # first: the log line below takes locks a signal handler may find held
+        self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
 
     def _dry_run(self, context: Context, plan: BulkCancelPlan) -> dict[str, Any]:
         summary = self._summary(plan, None)

@@ -107,8 +107,8 @@ class CancelOrderOperator(BaseOperator):
         self._killed = True
         hook = self.__dict__.get("hook")  # not the property: a kill before the hook exists builds none
         if hook is not None:
+            hook.stop()  # first: the log line below takes locks a signal handler may find held
             self.log.warning("Cancel told to stop: it will not be sent (again)")
-            hook.stop()
 
     def _cancel(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
         # Imported here, not at the top: DAG files import this module at every parse; requests and
