@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.emulator.handler import kibo_error
 from airflow_provider_kibo_cancel.exceptions import (
     KiboBadRequestError,
     KiboConfigurationError,
@@ -27,7 +29,7 @@ from airflow_provider_kibo_cancel.exceptions import (
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
-from tests.support import TENANT, kibo_connection, tls_server_context
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, tls_server_context
 from tests.test_reliability import hook_for
 
 TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"
@@ -48,6 +50,39 @@ def test_a_dead_cancel_route_opens_its_circuit_while_get_order_still_answers(
     assert len(emulator.requests_to("cancel")) <= (3 + 4) * 5
     assert outcome.count(NOT_ATTEMPTED) >= 60 - 7
     assert emulator.requests_to("get_order"), "the orders that got 5xx were read back"
+
+
+class _PermissionChangedAfterTheFirstToken(KiboEmulator):
+    """The first token was issued before the application got the tenant: Kibo refuses it with 403."""
+
+    first_token: str | None = None
+
+    def _issue_token(self, body: Any) -> tuple[int, dict[str, Any]]:
+        status, payload = super()._issue_token(body)
+        if status == 200 and self.first_token is None:
+            self.first_token = payload["access_token"]
+        return status, payload
+
+    def _authorize(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        if headers.get("authorization") == f"Bearer {self.first_token}":
+            return 403, kibo_error("Tenant 30294 is not authorized for this application", "FORBIDDEN")
+        return super()._authorize(headers)
+
+
+def test_workers_whose_403_came_with_a_replaced_token_repeat_with_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Eight workers in flight on a token refused with 403: one fetches a new token, the others must use
+    # it rather than count their 403s as refusals (three in a row would halt the run).
+    emu = _PermissionChangedAfterTheFirstToken(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
+    emu.add_orders(range(1000, 1040))
+    emu.latency = 0.2
+    with emu:
+        hook = hook_for(emu, monkeypatch)
+        plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
+        outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
+    assert outcome.halted is None and outcome.count(CANCELED) == 40
+    assert len(emu.requests_to("oauth")) == 2
 
 
 def test_an_oauth_read_timeout_leaves_the_cancel_not_sent_and_reads_nothing_back(

@@ -146,7 +146,8 @@ class KiboHook(BaseHook):
         self._token: _Token | None = None
         # Refused credentials are final for this hook: every later call fails with the same error.
         self._credentials_refused: KiboAuthenticationError | None = None
-        self._refreshed_for_403 = False  # a 403 gets one fresh token per hook, not one per order
+        # The token fetched because Kibo answered 403 to the one before: a 403 to it is a refusal.
+        self._token_after_403: str | None = None
 
     # --- connection -------------------------------------------------------------------------------------
 
@@ -418,8 +419,13 @@ class KiboHook(BaseHook):
         self.log.debug("Order %s reads CANCELED after %s", order_id, cause)
         return order
 
-    def _access_token(self, *, stale: str | None = None, max_attempts: int | None = None) -> str:
-        """The current token; a new one when it is near expiry or is ``stale`` (Kibo answered 401)."""
+    def _access_token(
+        self, *, stale: str | None = None, max_attempts: int | None = None, after_403: bool = False
+    ) -> str:
+        """
+        The current token; a new one when it is near expiry or is ``stale`` (Kibo refused it with a 401,
+        or with a 403 when ``after_403``, which marks the new token as fetched after a 403).
+        """
         settings = self.settings
         if settings.access_token and not settings.client_id:
             return settings.access_token
@@ -435,6 +441,8 @@ class KiboHook(BaseHook):
                 metrics.token_fetch()
                 try:
                     token = self._token = self._fetch_token(max_attempts)
+                    if after_403:
+                        self._token_after_403 = token.value
                 except KiboAuthenticationError as exc:
                     self._credentials_refused = exc
                     raise
@@ -537,9 +545,10 @@ class KiboHook(BaseHook):
         what = f"{method} {path}"
         record = CallRecord()
         stale: str | None = None
+        after_403 = False
         for refreshed in (False, True):
             try:
-                token = self._access_token(stale=stale, max_attempts=max_attempts)
+                token = self._access_token(stale=stale, max_attempts=max_attempts, after_403=after_403)
             except KiboError as exc:
                 # No token, so this call's request was not sent (again): whatever the token request did
                 # (a timeout, say), the cancel was not applied by it.
@@ -574,7 +583,7 @@ class KiboHook(BaseHook):
             status = answer.response.status_code
             if not refreshed and self._should_refresh(status, token):
                 self.log.info("Kibo answered %d to %s; refreshing the token once", status, what)
-                stale = token
+                stale, after_403 = token, status == 403
                 continue
             if status >= 300:
                 raise error_from(
@@ -588,16 +597,18 @@ class KiboHook(BaseHook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _should_refresh(self, status: int, token: str) -> bool:
-        """A 401 refreshes the token once per call; a 403 once per hook (most 403s are the tenant's)."""
+        """
+        A 401 gets a new token once per call. A 403 gets one once per token: when the token it came with
+        has been replaced meanwhile (another worker refreshed it), the call is repeated with the current
+        one; when it is the token fetched after an earlier 403, the 403 is a refusal.
+        """
         if self.settings.client_id is None or status not in (401, 403):
             return False
         if status == 401:
             return True
         with self._token_lock:
-            if self._refreshed_for_403:
-                return False
-            self._refreshed_for_403 = True
-            return True
+            current = self._token.value if self._token is not None else None
+            return current != token or token != self._token_after_403
 
     def _hint(self, status: int, response: requests.Response) -> str | None:
         """What to change in the connection for an answer that points at it (401, 403, a misspelt field)."""
