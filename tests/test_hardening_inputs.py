@@ -264,12 +264,39 @@ def test_a_typod_reason_stops_the_run_after_three_identical_400s(
     assert summary["halted"] == "repeated_bad_request"
     assert len(summary["failed"]) == sent and len(summary["not_attempted"]) == 20 - sent
     message = str(caught.value)
-    assert "Kibo refused 3 orders in a row with the same error" in message
+    assert (
+        "Kibo refused 3 orders in a row with the same error for disposition_reason 'created_by_mistak'"
+        in (message)
+    )
     assert (
         f"{sent} x HTTP 400 INVALID_REQUEST_DATA: Validation error; dispositionReason 'created_by_mistak' "
         "is not a valid disposition reason"
     ) in message
     assert "did you mean 'created_by_mistake' instead of disposition_reason 'created_by_mistak'?" in message
+
+
+def test_a_refused_reason_skips_only_the_orders_with_that_reason(kibo_conn: KiboEmulator) -> None:
+    # Three CSV rows carry a typo'd reason of their own, the other 37 the right one: the typo must not
+    # stop the 37 (review: they were all left not_attempted).
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+
+    rows = [
+        {
+            "order_id": 1000 + i,
+            "disposition_reason": "created_by_mistak" if i in (0, 1, 2, 20) else "other",
+            "disposition_other_reason": None if i in (0, 1, 2, 20) else "Duplicate order",
+        }
+        for i in range(40)
+    ]
+    plan = plan_bulk_cancel(rows)
+    outcome = BulkRun(KiboHook(), plan.requests, max_concurrency=1).run()
+    assert outcome.halted == "repeated_bad_request"
+    assert list(outcome.refused_reasons) == ["created_by_mistak"]
+    assert outcome.count("canceled") == 36 and outcome.count("failed") == 3
+    assert [i for i, bucket in outcome.results.items() if bucket == "not_attempted"] == [1020]
+    assert len(kibo_conn.requests_to("cancel")) == 39
 
 
 def test_a_400_about_one_order_does_not_stop_the_run(kibo_conn: KiboEmulator) -> None:

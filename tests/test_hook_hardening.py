@@ -153,6 +153,21 @@ def test_a_429_without_retry_after_pauses_every_worker_and_one_request_probes(
     assert len(into_the_wall) <= 8 + 3, len(into_the_wall)
 
 
+def test_a_429_wall_that_outlasts_the_retries_halts_the_run_as_rate_limited(
+    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A WAF's 429 without Retry-After, for good: three orders in a row that used up their attempts on
+    # it halt the run instead of giving each of 10,000 orders its whole retry schedule.
+    hook = hook_for(emulator, monkeypatch, backoff_base=0.01, max_attempts=3)
+    hook.authenticate()
+    emulator.inject("status", status=429, retry_after="", times=None)
+    plan = plan_bulk_cancel(list(range(1000, 1100)), "created_by_mistake")
+    outcome = BulkRun(hook, plan.requests, max_concurrency=2).run()
+    assert outcome.halted == "rate_limited" and outcome.resume_at is not None
+    assert outcome.count(NOT_ATTEMPTED) >= 100 - 3 - 2
+    assert len(emulator.requests_to("cancel")) <= (3 + 2) * 3
+
+
 def test_a_short_retry_after_on_the_last_attempt_still_pauses_the_other_workers(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -227,8 +227,9 @@ class RetryPolicy:
                 if not decision.pause_all:
                     self.gate.sleep(decision.delay)
         except HookStopped:
+            happened = "stopped before its next attempt" if record.sent else "not sent"
             raise KiboStoppedError(
-                f"{what} not sent: the run was stopped (task timeout, kill or interrupt)",
+                f"{what} {happened}: the run was stopped (task timeout, kill or interrupt)",
                 order_id=order_id,
                 sent=record.sent,
                 may_have_applied=record.may_have_applied,

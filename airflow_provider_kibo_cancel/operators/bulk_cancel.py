@@ -537,11 +537,13 @@ class BulkCancelOrdersOperator(BaseOperator):
                 False,
             )
         elif outcome.halted == REPEATED_BAD_REQUEST:
-            # The request itself is refused (a typo'd reason): every order would be refused alike, and a
-            # retry sends the same request.
+            # The request itself is refused (a typo'd reason): every order with that reason would be
+            # refused alike, and a retry sends the same request.
+            refused = ", ".join(repr(r) for r in outcome.refused_reasons)
             reason, retryable = (
-                f"Kibo refused {SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error, so the "
-                f"rest would be refused alike: {'; '.join(self._grouped_failures(summary['failed'], 1))}",
+                f"Kibo refused {SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error for "
+                f"disposition_reason {refused}, so the other orders with it were not sent (orders with "
+                f"other reasons were): {'; '.join(self._grouped_failures(summary['failed'], 1))}",
                 False,
             )
         elif outcome.halted == CIRCUIT_OPEN:

@@ -19,6 +19,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboCircuitOpenError,
     KiboError,
     KiboForbiddenError,
+    KiboRateLimitError,
     KiboRateLimitWaitError,
     KiboStoppedError,
 )
@@ -49,6 +50,9 @@ REPEATED_BAD_REQUEST = "repeated_bad_request"
 #: Identical 400s in a row (same status, errorCode and message once the order id is taken out) that stop
 #: a run: one order's 400 may be about that order, three alike are about the request.
 SAME_BAD_REQUEST_IN_A_ROW = 3
+#: Orders in a row that used up all their attempts on 429 (no other answer between) that halt a run as
+#: rate limited: a wall that does not lift within a retry schedule would cost every order its schedule.
+RATE_LIMITED_IN_A_ROW = 3
 
 
 @dataclass
@@ -65,6 +69,9 @@ class BulkCancelOutcome:
     # Orders whose earlier attempt (before a deferral) may have been applied: found canceled when sent
     # again, the cancel was most likely ours, as the hook decides within one call.
     maybe_applied: set[int] = field(default_factory=set)
+    # Reasons Kibo refused the same way for several orders in a row (a typo'd reason): the other orders
+    # with that reason are not sent; orders with other reasons are. Reason -> the refusal.
+    refused_reasons: dict[str, KiboError] = field(default_factory=dict)
 
     def count(self, bucket: str) -> int:
         """How many orders are in ``bucket``: for a settled outcome (a running one: BulkRun.snapshot)."""
@@ -170,7 +177,10 @@ class BulkRun:
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
         self._total = len(requests) + len(self.outcome.results)  # a resumed run counts what was settled
         self._forbidden_in_a_row = 0
-        self._same_bad_request: tuple[tuple[Any, ...] | None, int] = (None, 0)  # signature, in a row
+        # Per reason: the last 400's signature and how many orders in a row got it.
+        self._same_bad_request: dict[str, tuple[tuple[Any, ...] | None, int]] = {}
+        self._rate_limited_in_a_row = 0
+        self._skipped_for_reason = 0  # orders not sent because Kibo refused their reason
         self._closed = False  # set once the outcome is final: late results are dropped
         self._crashed: list[BaseException] = []
         self._started: float | None = None  # monotonic time run() started
@@ -246,11 +256,21 @@ class BulkRun:
 
     # --- worker threads ---------------------------------------------------------------------------------
 
+    def _next_request(self) -> CancelOrderRequest | None:
+        """The next order to send (under the lock); orders whose reason Kibo refused are skipped."""
+        while not self._halted():
+            request = next(self._todo, None)
+            if request is None or request.disposition_reason not in self.outcome.refused_reasons:
+                return request
+            self.outcome.results[request.order_id] = NOT_ATTEMPTED
+            self._skipped_for_reason += 1
+        return None
+
     def _work(self) -> None:
         ident = threading.get_ident()
         while True:
             with self._lock:
-                request = None if self._halted() else next(self._todo, None)
+                request = self._next_request()
                 if request is None:
                     return
                 self._in_flight[ident] = request
@@ -268,7 +288,8 @@ class BulkRun:
             with self._lock:
                 self._in_flight.pop(ident, None)
                 self._forbidden_in_a_row = 0
-                self._same_bad_request = (None, 0)
+                self._rate_limited_in_a_row = 0
+                self._same_bad_request.pop(request.disposition_reason, None)
                 if self._closed:
                     return
                 ours = request.order_id in self.outcome.maybe_applied
@@ -293,22 +314,36 @@ class BulkRun:
             self._forbidden_in_a_row = (
                 self._forbidden_in_a_row + 1 if isinstance(exc, KiboForbiddenError) else 0
             )
-            last, count = self._same_bad_request
-            same = signature is not None and signature == last
-            self._same_bad_request = (signature, count + 1 if same else int(signature is not None))
+            # A 429 after every attempt, again and again: a wall that does not lift within the retries.
+            walled = isinstance(exc, KiboRateLimitError) and exc.sent
+            self._rate_limited_in_a_row = self._rate_limited_in_a_row + 1 if walled else 0
+            self._count_bad_request(request, signature, exc)
             halt = _halt_reason(exc)
             if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
                 halt = FORBIDDEN
-            if (
-                halt is None
-                and signature is not None
-                and self._same_bad_request[1] >= SAME_BAD_REQUEST_IN_A_ROW
-            ):
-                halt = REPEATED_BAD_REQUEST
+            if halt is None and self._rate_limited_in_a_row >= RATE_LIMITED_IN_A_ROW:
+                halt = RATE_LIMITED
+                # Kibo said when only if it sent Retry-After; else wait as long as a retry may.
+                wait = max(self.hook.rate_limit_wait(), getattr(exc, "retry_after", None) or 0.0)
+                self.outcome.resume_at = time.time() + max(1.0, wait or self.hook.longest_sleep)
             if halt is not None and self.outcome.halted is None:
                 self.outcome.halted, self.outcome.halt_error = halt, exc
                 if isinstance(exc, KiboRateLimitWaitError):
                     self.outcome.resume_at = exc.resume_at
+
+    def _count_bad_request(
+        self, request: CancelOrderRequest, signature: tuple[Any, ...] | None, exc: KiboError
+    ) -> None:
+        """The same 400 for orders with one reason, several in a row: that reason is refused."""
+        reason = request.disposition_reason
+        last, count = self._same_bad_request.get(reason, (None, 0))
+        if signature is None:
+            self._same_bad_request.pop(reason, None)
+            return
+        count = count + 1 if signature == last else 1
+        self._same_bad_request[reason] = (signature, count)
+        if count >= SAME_BAD_REQUEST_IN_A_ROW and reason not in self.outcome.refused_reasons:
+            self.outcome.refused_reasons[reason] = exc
 
     def _halted(self) -> bool:
         """Whether to stop dispatching (called under the lock, before each order)."""
@@ -340,6 +375,9 @@ class BulkRun:
             outcome = self.outcome
             if self.hook.stopped:
                 outcome.halted = STOPPED
+            if outcome.halted is None and self._skipped_for_reason:
+                outcome.halted = REPEATED_BAD_REQUEST
+                outcome.halt_error = next(iter(outcome.refused_reasons.values()))
             for request in self._in_flight.values():
                 outcome.results[request.order_id] = FAILED
                 in_flight = KiboStoppedError(
