@@ -177,7 +177,7 @@ def test_a_run_stopped_by_max_deferred_wait_says_so(kibo_conn: KiboEmulator) -> 
     assert "beyond max_deferred_wait (10 s in all)" in message
     assert "max_retry_wait" not in message
     assert "continues where this one stopped" not in message
-    assert "A task retry starts over: it sends every order again" in message
+    assert "A task retry of a durable run (Airflow 3.3+) sends only what is left" in message
     assert ti.pushed["summary"]["halted"] == "rate_limited"
 
 
