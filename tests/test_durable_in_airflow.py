@@ -46,7 +46,7 @@ class Proof:
         self.wall_started = 0.0
         self.tis: dict[str, dict[str, Any]] = {}
         self.tries: dict[str, list[dict[str, Any]]] = {}
-        self.summaries: dict[str, Any] = {}
+        self.summaries: dict[tuple[str, str], Any] = {}
         self.events: list[dict[str, Any]] = []
         self.log = ""
 
