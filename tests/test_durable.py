@@ -425,3 +425,21 @@ def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one
     assert policy.evaluate(KiboNotFoundError("404"), 1, 1).action == retry.RetryAction.FAIL
     assert policy.evaluate(KiboServerError("503"), 1, 1).action == retry.RetryAction.DEFAULT
     assert policy.evaluate(ValueError("x"), 1, 1).action == retry.RetryAction.DEFAULT
+
+
+def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
+    kibo_conn: KiboEmulator,
+) -> None:
+    retry = pytest.importorskip("airflow.sdk.definitions.retry_policy")
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
+
+    with pytest.raises(KiboNotFoundError) as caught:  # Kibo's own error, for the policy to fail
+        _single(424242).execute(context_for(FakeStore(), 1))
+    assert caught.value.__traceback__ is not None and caught.value.__suppress_context__
+    decision = _single(1).retry_policy.evaluate(caught.value, 1, 3)
+    assert decision.action == retry.RetryAction.FAIL and "KiboNotFoundError" in decision.reason
+    # With the user's own policy (or none), AirflowFailException as before: never retried.
+    mine = retry.ExceptionRetryPolicy(rules=[])
+    with pytest.raises(AirflowFailException, match="order 424242; HTTP 404"):
+        _single(424242, retry_policy=mine).execute(context_for(FakeStore(), 1))

@@ -194,7 +194,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             self._check_settings()
             plan = plan_bulk_cancel(self.orders, self.disposition_reason, self.disposition_other_reason)
         except KiboError as exc:
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         self.log.info(
             "Bulk cancel: %s, %s to cancel, %s, %s",
@@ -250,7 +250,7 @@ class BulkCancelOrdersOperator(BaseOperator):
                 durable.save(so_far)
             self._push_summary(context, summary)
             if isinstance(exc, KiboError):
-                fail_task_unless_retryable(exc)
+                fail_task_unless_retryable(exc, self)
             raise
         return self._finish(context, plan, outcome, state, durable)
 
@@ -438,7 +438,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
         except KiboError as exc:
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         self._emit_event(context, hook.settings.tenant_id, summary)
 
@@ -673,7 +673,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             retryable=retryable,
             resume_at=(outcome.resume_at or time.time()) if outcome.halted == RATE_LIMITED else None,
         )
-        fail_task_unless_retryable(error)
+        fail_task_unless_retryable(error, self)
         raise error
 
     def _fail(self, summary: dict[str, Any]) -> None:
@@ -690,7 +690,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         error = KiboBulkCancelError(
             message, summary=summary, retryable=any(f["retryable"] for f in summary["failed"])
         )
-        fail_task_unless_retryable(error)
+        fail_task_unless_retryable(error, self)
         raise error  # a task retry can help; orders canceled by now come back as already_canceled
 
 

@@ -173,7 +173,7 @@ class CancelOrderOperator(BaseOperator):
                 )
         except KiboError as exc:
             metrics.cancel_error(exc)
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         already_canceled = result.already_canceled and not state.get("may_have_applied")
         metrics.cancel_outcome("already_canceled" if already_canceled else "canceled")
