@@ -337,13 +337,19 @@ class KiboResponseError(KiboError):
 class KiboBulkCancelError(KiboError):
     """A bulk cancel attempted everything and some orders failed or were invalid."""
 
-    def __init__(self, message: str, *, summary: dict[str, Any], retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, summary: dict[str, Any], retryable: bool, resume_at: float | None = None
+    ) -> None:
         self.summary = summary
+        #: When Kibo's rate limit stopped the run: when Kibo accepts calls again (epoch seconds), for the
+        #: retry policy to retry then.
+        self.resume_at = resume_at
         # retryable: True when a failure was transient, so a task retry may finish the job.
-        super().__init__(message, retryable=retryable)
+        super().__init__(message, retryable=retryable, rate_limited=resume_at is not None)
 
     def _own_fields(self) -> dict[str, Any]:
-        return {"summary": self.summary}
+        return {"summary": self.summary, "resume_at": self.resume_at}
 
     def _set_own_fields(self, fields: dict[str, Any]) -> None:
         self.summary = fields["summary"]
+        self.resume_at = fields.get("resume_at")

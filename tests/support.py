@@ -65,3 +65,30 @@ def tls_server_context(folder: Path) -> tuple[ssl.SSLContext, Path]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context, cert
+
+
+def permanent_failure_line(message: str) -> str:
+    """How a task log shows a permanent Kibo error that ended the task: raised as the Kibo error itself
+    where the Kibo retry policy fails it (Airflow 3.3+), as AirflowFailException before."""
+    import re
+
+    kibo_error = r"airflow_provider_kibo_cancel\.exceptions\.Kibo\w*Error"
+    return rf"(AirflowFailException|{kibo_error}): {re.escape(message)}"
+
+
+def permanent_errors() -> tuple[type[BaseException], ...]:
+    """What ``operator.execute()`` raises for an error no retry can mend (see ``permanent_failure_line``)."""
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.exceptions import KiboError
+
+    return (AirflowFailException, KiboError)
+
+
+def assert_no_retry(operator: Any, exc: BaseException) -> None:
+    """The task would fail without Airflow retries: AirflowFailException, or the Kibo policy says FAIL."""
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+
+    if isinstance(exc, AirflowFailException):
+        return
+    decision = operator.retry_policy.evaluate(exc, 1, 3)
+    assert decision.action.value == "fail", (exc, decision)

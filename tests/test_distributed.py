@@ -43,6 +43,7 @@ DAG_FILES = [
     EXAMPLES / "example_kibo_reconciliation.py",
     EXAMPLES / "example_kibo_canceled_orders_consumer.py",
     Path(__file__).parent / "dags" / "kibo_deferral.py",
+    Path(__file__).parent / "dags_durable" / "kibo_durable_crash.py",
 ]
 # The examples read their orders from data/orders_to_cancel.csv beside the DAG file: the copy gets these.
 ORDERS = list(range(1001, 1061))
@@ -237,6 +238,62 @@ def check_deferral(stack: DistributedStack, record: RunRecord) -> None:
     print(f"\ndeferral: deferred and resumed on {cancel['hostname']} in {record.seconds('cancel'):.1f} s")
 
 
+KILLED: dict[str, Any] = {}  # the crash scenario's kill: when, which process, how many applied by then
+
+
+def _kill_the_bulk_task_process(stack: DistributedStack, after_applied: int = 20) -> None:
+    """SIGKILL the Celery worker's task process holding the emulator connection of the last cancel."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = stack.emulator("GET", "state")
+        if sum(state["cancels_applied"].values()) >= after_applied:
+            last = [r for r in state["requests"] if r["endpoint"] == "cancel"][-1]
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    ports = {c.laddr.port for c in proc.net_connections(kind="tcp") if c.laddr}
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                if last["client_port"] in ports:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    KILLED.update(
+                        at=time.time(), pid=proc.pid, applied=sum(state["cancels_applied"].values())
+                    )
+                    return
+        time.sleep(0.05)
+
+
+def prepare_crash(stack: DistributedStack) -> None:
+    import threading
+
+    reopen_orders(stack)
+    threading.Thread(target=_kill_the_bulk_task_process, args=(stack,), daemon=True).start()
+
+
+def check_crash(stack: DistributedStack, record: RunRecord) -> None:
+    """Killed mid-run, retried by Airflow: each order canceled once, only the in-flight ones sent again,
+    the final summary the DAG run's (the first try's cancels `canceled`)."""
+    assert KILLED, "the task process was never killed"
+    (bulk,) = record.tis("cancel_orders")
+    assert bulk["try_number"] == 2 and bulk["hostname"] in WORKER_HOSTNAMES
+    state = stack.emulator("GET", "state")
+    assert state["cancels_applied"] == {str(o): 1 for o in ORDERS}
+    cancels = [r for r in state["requests"] if r["endpoint"] == "cancel"]
+    before = {r["body"]["orderId"] for r in cancels if r["received_at"] <= KILLED["at"]}
+    after = [r["body"]["orderId"] for r in cancels if r["received_at"] > KILLED["at"]]
+    resent = set(after) & before
+    # With a 1 s answer and 4 workers: at most 4 in flight, and those settled within the last second.
+    assert len(resent) <= 2 * 4, sorted(resent)
+    summary = xcom(stack, record, "cancel_orders")
+    assert summary["canceled"] == ORDERS and summary["already_canceled"] == []
+    print(
+        f"\ncrash: task process {KILLED['pid']} SIGKILLed after {KILLED['applied']} cancels; the retry "
+        f"on {bulk['hostname']} sent {len(after)}, {len(resent)} of them again; all {len(ORDERS)} canceled"
+    )
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A run to make on the stack: prepare the emulator, trigger, watch to the end, check."""
@@ -255,6 +312,7 @@ SCENARIOS = [
     Scenario("example_kibo_reconciliation", check_mapped),
     Scenario("example_kibo_bulk_reconciliation", check_bulk_and_consumer, prepare=prepare_bulk),
     Scenario("kibo_deferral_frees_the_slot", check_deferral, prepare=prepare_deferral),
+    Scenario("kibo_durable_crash", check_crash, prepare=prepare_crash),
 ]
 RECORDS: dict[str, RunRecord] = {}
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, DagRunResult
-from tests.support import APP_KEY, OPEN_ORDERS, SHARED_SECRET, TENANT, kibo_connection
+from tests.support import (
+    APP_KEY,
+    OPEN_ORDERS,
+    SHARED_SECRET,
+    TENANT,
+    kibo_connection,
+    permanent_failure_line,
+)
 
 Run = tuple[DagRunResult, KiboEmulator]
 
@@ -42,9 +50,9 @@ def test_400_is_sent_once_and_fails_without_task_retries(fault_run: Run) -> None
     assert result.state("bad_request") == "failed"
     assert result.tries[("bad_request", -1)] == 1
     assert len(cancels(emu, 1051)) == 1
-    assert (
-        "AirflowFailException: Kibo POST /api/v2/order/action/cancel failed (order 1051; HTTP 400"
-        in result.output
+    assert re.search(
+        permanent_failure_line("Kibo POST /api/v2/order/action/cancel failed (order 1051; HTTP 400"),
+        result.output,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
 from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+from tests.support import assert_no_retry, permanent_errors
 
 
 class _TaskInstance:
@@ -79,14 +80,14 @@ def test_a_quoted_id_inside_the_list_is_an_invalid_entry_not_its_digits() -> Non
 
 
 def test_a_json_string_of_orders_sends_nothing(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk", orders='"1001"', disposition_reason="created_by_mistake"
     )
-    with pytest.raises(AirflowFailException, match="orders must be a list"):
+    with pytest.raises(permanent_errors(), match="orders must be a list") as caught:
         operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert_no_retry(operator, caught.value)
     assert kibo_conn.requests == []
 
 
@@ -177,7 +178,7 @@ def test_a_run_stopped_by_max_deferred_wait_says_so(kibo_conn: KiboEmulator) -> 
     assert "beyond max_deferred_wait (10 s in all)" in message
     assert "max_retry_wait" not in message
     assert "continues where this one stopped" not in message
-    assert "A task retry starts over: it sends every order again" in message
+    assert "A task retry of a durable run (Airflow 3.3+) sends only what is left" in message
     assert ti.pushed["summary"]["halted"] == "rate_limited"
 
 
@@ -241,7 +242,6 @@ def _logged(operator: Any, monkeypatch: pytest.MonkeyPatch, level: str) -> list[
 def test_a_typod_reason_stops_the_run_after_three_identical_400s(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
@@ -252,8 +252,9 @@ def test_a_typod_reason_stops_the_run_after_three_identical_400s(
     )
     warnings = _logged(operator, monkeypatch, "warning")
     ti = _TaskInstance()
-    with pytest.raises(AirflowFailException) as caught:  # no Airflow retries: the same request again
+    with pytest.raises(permanent_errors()) as caught:  # no Airflow retries: the same request again
         operator.execute({"ti": ti})  # type: ignore[typeddict-item]
+    assert_no_retry(operator, caught.value)
     assert (
         "20 orders use a disposition_reason Kibo does not publish ('created_by_mistak': 20); sending as "
         "given; did you mean 'created_by_mistake' for 'created_by_mistak'?"
@@ -317,7 +318,6 @@ def test_a_400_about_one_order_does_not_stop_the_run(kibo_conn: KiboEmulator) ->
 
 
 def test_identical_errors_are_grouped_in_the_failure_message(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
@@ -326,8 +326,9 @@ def test_identical_errors_are_grouped_in_the_failure_message(kibo_conn: KiboEmul
         disposition_reason="created_by_mistake",
         max_concurrency=1,
     )
-    with pytest.raises(AirflowFailException) as caught:
+    with pytest.raises(permanent_errors()) as caught:
         operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+    assert_no_retry(operator, caught.value)
     message = str(caught.value)
     assert (
         "6 x HTTP 404 GENERIC_NOT_FOUND: Order {order} not found "

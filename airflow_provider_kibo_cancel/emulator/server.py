@@ -249,7 +249,14 @@ class KiboEmulator:
                 "orders": {str(k): v["orderStatus"] for k, v in self._state.orders.items()},
                 "cancels_applied": {str(k): v for k, v in self._state.cancels_applied.items()},
                 "requests": [
-                    {"endpoint": r.endpoint, "method": r.method, "path": r.path, "body": r.body}
+                    {
+                        "endpoint": r.endpoint,
+                        "method": r.method,
+                        "path": r.path,
+                        "body": r.body,
+                        "received_at": r.received_at,
+                        "client_port": r.client_port,
+                    }
                     for r in self._state.requests
                 ],
             }

@@ -23,6 +23,7 @@ from airflow_provider_kibo_cancel.operators.deferral import (
     deferral_problems,
 )
 from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
+from airflow_provider_kibo_cancel.operators.retry import with_kibo_retry_policy
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -30,7 +31,12 @@ if TYPE_CHECKING:
 
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
     from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, ProgressSnapshot
+    from airflow_provider_kibo_cancel.operators.bulk_runner import (
+        BulkCancelOutcome,
+        BulkRun,
+        ProgressSnapshot,
+    )
+    from airflow_provider_kibo_cancel.operators.ledger import DurableBulkRun
 
 MAX_CONCURRENCY = 64
 #: The XCom key that holds the summary whatever the outcome (success, failure, stop).
@@ -99,6 +105,9 @@ class BulkCancelOrdersOperator(BaseOperator):
     :param defer_threshold: with ``deferrable``, waits longer than this many seconds (or than the
         connection's ``max_retry_wait``) are deferred; shorter ones are slept by the workers.
     :param max_deferred_wait: the most seconds spent deferred in all; beyond it the task fails (retryable).
+    :param durable: on Airflow 3.3+, keep the run's ledger in the task state store, so that a new try of
+        this task instance (a retry, a killed or lost worker) sends only what is unsettled and reports for
+        the whole DAG run; no effect before 3.3. Default True.
     :param max_orders: the most orders one run may cancel (default 2000; ``None`` for no limit). A plan
         with more fails the task before anything is sent, without retries, with the would-be summary in
         XCom key ``summary``. Templated: an integer or a string of digits.
@@ -130,8 +139,10 @@ class BulkCancelOrdersOperator(BaseOperator):
         defer_threshold: float = DEFAULT_DEFER_THRESHOLD,
         max_deferred_wait: float = DEFAULT_MAX_DEFERRED_WAIT,
         max_orders: int | str | None = DEFAULT_MAX_ORDERS,
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
+        with_kibo_retry_policy(kwargs, max_deferred_wait)
         super().__init__(**kwargs)
         # No validation here: __init__ runs at every DAG parse, before templates are rendered.
         self.orders = orders
@@ -148,6 +159,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.defer_threshold = defer_threshold
         self.max_deferred_wait = max_deferred_wait
         self.max_orders = max_orders
+        self.durable = durable
         self._killed = False  # on_kill came; a hook built after it is stopped at once
         self._reason_of: dict[int, str] = {}  # order id -> the reason it is sent with (set in execute)
         self._suggestions: dict[str, str] = {}  # a near-miss reason -> the published one it resembles
@@ -174,15 +186,15 @@ class BulkCancelOrdersOperator(BaseOperator):
             return self._execute(context, event["state"])
 
     def _execute(self, context: Context, state: dict[str, Any] | None) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel import assets, metrics
+        from airflow_provider_kibo_cancel import assets
         from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, BulkRun
 
         try:
             self._check_settings()
             plan = plan_bulk_cancel(self.orders, self.disposition_reason, self.disposition_other_reason)
         except KiboError as exc:
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         self.log.info(
             "Bulk cancel: %s, %s to cancel, %s, %s",
@@ -196,18 +208,13 @@ class BulkCancelOrdersOperator(BaseOperator):
         if self.is_dry_run:
             return self._dry_run(context, plan)
 
-        previous, todo = self._resume_point(plan, state)
         hook = self.hook
         if self._killed:
             hook.stop()  # killed while planning: nothing is sent, every order is not_attempted
         dispatched = False
-        run = BulkRun(
-            hook,
-            todo,
-            max_concurrency=self.max_concurrency,
-            keep_orders=self.include_orders,
-            outcome=previous,
-        )
+        durable: DurableBulkRun | None = None
+        run: BulkRun | None = None
+        previous = BulkCancelOutcome()
         try:
             # A broken connection, refused credentials or an unreachable OAuth endpoint fail the task once
             # (one token request for the run), before any cancel is sent.
@@ -218,6 +225,16 @@ class BulkCancelOrdersOperator(BaseOperator):
                 hook.settings.base_url,
             )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
+            durable = self._durable_run(context, plan, hook.settings.tenant_id)
+            previous, todo = self._resume_point(plan, state, durable)
+            run = BulkRun(
+                hook,
+                todo,
+                max_concurrency=self.max_concurrency,
+                keep_orders=self.include_orders,
+                outcome=previous,
+                journal=durable.journal if durable is not None else None,
+            )
             self._authenticate(hook, plan, previous, state or {})
             dispatched = True
             outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
@@ -225,26 +242,108 @@ class BulkCancelOrdersOperator(BaseOperator):
             raise  # Kibo asked to wait before the first cancel: the resumed run reports, not this one
         except BaseException as exc:
             # A timeout, kill or interrupt (run() has stopped every request), or no token at all.
-            summary = self._summary(plan, run.outcome)
+            so_far = run.outcome if run is not None else previous
+            summary = self._summary(plan, so_far)
             if dispatched:  # a run refused before its first cancel (no token, bad outlet) has no outcomes
-                metrics.cancel_outcomes(summary)
+                self._count_outcomes(context, summary, durable, final=False)
+            if durable is not None:
+                durable.save(so_far)
             self._push_summary(context, summary)
             if isinstance(exc, KiboError):
-                fail_task_unless_retryable(exc)
+                fail_task_unless_retryable(exc, self)
             raise
+        return self._finish(context, plan, outcome, state, durable)
+
+    def _finish(
+        self,
+        context: Context,
+        plan: BulkCancelPlan,
+        outcome: BulkCancelOutcome,
+        state: dict[str, Any] | None,
+        durable: DurableBulkRun | None,
+    ) -> dict[str, Any]:
+        """The end of a run that was not interrupted: defer, fail or succeed, with its summary."""
         deferral_refused = None
         if outcome.halted == RATE_LIMITED and self.deferrable:
+            if durable is not None:
+                durable.save(outcome)  # a deferral that cannot be resumed leaves the ledger for a retry
             deferral_refused = self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
-        metrics.cancel_outcomes(summary)
+        failing = (outcome.halted is not None and bool(summary["not_attempted"])) or (
+            self.fail_on_error and bool(outcome.failures or plan.invalid)
+        )
+        self._count_outcomes(context, summary, durable, final=not failing)
+        if durable is not None:
+            if not failing:  # the event below names them (an event is recorded only when the task succeeds)
+                durable.emitted = set(summary["canceled"])
+            durable.save(outcome)
         self._push_summary(context, summary)
         self._log_result(summary)
         if outcome.halted is not None and summary["not_attempted"]:
             self._fail_halted(outcome, summary, deferral_refused)
         if self.fail_on_error and (outcome.failures or plan.invalid):
             self._fail(summary)
-        self._emit_event(context, hook.settings.tenant_id, summary)
+        self._emit_event(context, self.hook.settings.tenant_id, summary)
         return summary
+
+    def _durable_run(self, context: Context, plan: BulkCancelPlan, tenant_id: str) -> DurableBulkRun | None:
+        """This try's ledger on Airflow 3.3+ (``durable``); None where there is no task state store."""
+        from airflow_provider_kibo_cancel.operators.ledger import (
+            DurableBulkRun,
+            run_epoch,
+            task_state_store,
+            try_number,
+        )
+
+        if not self.durable:
+            return None
+        store = task_state_store(context)
+        if store is None:
+            self.log.info(
+                "durable=True has no effect on this Airflow (no task state store before 3.3): each try "
+                "starts afresh"
+            )
+            return None
+        return DurableBulkRun(
+            store,
+            self.log,
+            epoch=run_epoch(context),
+            try_number=try_number(context),
+            tenant=tenant_id,
+            requests=plan.requests,
+        )
+
+    def _count_outcomes(
+        self, context: Context, summary: dict[str, Any], durable: DurableBulkRun | None, *, final: bool
+    ) -> None:
+        """
+        The outcome metrics, each order once per DAG run in a durable run: orders an earlier try counted
+        are not counted again; orders a retry may still settle (not attempted, a retryable failure) are
+        counted when the task ends with them (success, or its last try).
+        """
+        from airflow_provider_kibo_cancel import metrics
+
+        if durable is None:
+            metrics.cancel_outcomes(summary)
+            return
+        ti = context.get("ti")
+        last_try = final or int(getattr(ti, "try_number", 0) or 0) > int(getattr(ti, "max_tries", 0) or 0)
+        counts: dict[str, list[Any]] = {}
+        for bucket in ("canceled", "already_canceled"):
+            counts[bucket] = [i for i in summary[bucket] if i not in durable.counted]
+        counts["failed"] = [
+            f["order_id"]
+            for f in summary["failed"]
+            if f["order_id"] not in durable.counted and (last_try or not f.get("retryable"))
+        ]
+        counts["not_attempted"] = (
+            [i for i in summary["not_attempted"] if i not in durable.counted] if last_try else []
+        )
+        counts["invalid"] = [] if durable.invalid_counted else list(summary["invalid"])
+        metrics.cancel_outcomes(counts)
+        for bucket in ("canceled", "already_canceled", "failed", "not_attempted"):
+            durable.counted.update(counts[bucket])
+        durable.invalid_counted = True
 
     def _emit_event(self, context: Context, tenant_id: str, summary: dict[str, Any]) -> None:
         """The asset event of a successful run (an alias gets one only when this run canceled orders)."""
@@ -254,17 +353,26 @@ class BulkCancelOrdersOperator(BaseOperator):
             self.log.info("%s", assets.nothing_canceled_note(for_nothing))
 
     def _resume_point(
-        self, plan: BulkCancelPlan, state: dict[str, Any] | None
+        self, plan: BulkCancelPlan, state: dict[str, Any] | None, durable: DurableBulkRun | None
     ) -> tuple[BulkCancelOutcome, list[CancelOrderRequest]]:
-        """What earlier segments of a deferred run settled, and the orders still to send."""
-        from airflow_provider_kibo_cancel.operators.bulk_runner import restore_outcome
+        """What earlier segments of a deferred run, or earlier tries (the ledger), settled, and the orders
+        still to send."""
+        from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, restore_outcome
 
-        previous = restore_outcome(state or {})
+        from_ledger = durable.resume() if durable is not None else None
+        # A deferral resumed within this try: its state is exact; otherwise what earlier tries settled.
+        previous = restore_outcome(state) if state is not None else from_ledger or BulkCancelOutcome()
         todo = [request for request in plan.requests if request.order_id not in previous.results]
         if state is not None:
             self.log.info(
                 "Resuming after Kibo's Retry-After (%.0f s deferred so far): %d settled, %d left to send",
                 state.get("deferred_seconds", 0.0),
+                len(previous.results),
+                len(todo),
+            )
+        elif from_ledger is not None:
+            self.log.info(
+                "Durable run: %d orders settled by earlier tries, %d left to send",
                 len(previous.results),
                 len(todo),
             )
@@ -332,7 +440,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         try:
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
         except KiboError as exc:
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         self._emit_event(context, hook.settings.tenant_id, summary)
 
@@ -352,7 +460,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             problems.append(
                 f"progress_interval must be a positive number of seconds, got {self.progress_interval!r}"
             )
-        for name in ("fail_on_error", "include_orders", "is_dry_run"):
+        for name in ("fail_on_error", "include_orders", "is_dry_run", "durable"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 problems.append(f"{name.removeprefix('is_')} must be True or False, got {value!r}")
@@ -564,9 +672,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         else:
             reason = "the task was stopped (timeout, kill or interrupt)"
         error = KiboBulkCancelError(
-            f"Bulk cancel stopped early: {reason}. {done}", summary=summary, retryable=retryable
+            f"Bulk cancel stopped early: {reason}. {done}",
+            summary=summary,
+            retryable=retryable,
+            resume_at=(outcome.resume_at or time.time()) if outcome.halted == RATE_LIMITED else None,
         )
-        fail_task_unless_retryable(error)
+        fail_task_unless_retryable(error, self)
         raise error
 
     def _fail(self, summary: dict[str, Any]) -> None:
@@ -583,7 +694,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         error = KiboBulkCancelError(
             message, summary=summary, retryable=any(f["retryable"] for f in summary["failed"])
         )
-        fail_task_unless_retryable(error)
+        fail_task_unless_retryable(error, self)
         raise error  # a task retry can help; orders canceled by now come back as already_canceled
 
 

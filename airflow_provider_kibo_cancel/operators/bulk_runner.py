@@ -6,6 +6,7 @@ Kept apart from the operator so that what Airflow sees (templating, XCom, task f
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -23,6 +24,12 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboRateLimitWaitError,
     KiboStoppedError,
 )
+from airflow_provider_kibo_cancel.operators.encoding import (
+    compact_failures,
+    decode_ids,
+    encode_ids,
+    restore_failures,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
@@ -30,6 +37,16 @@ if TYPE_CHECKING:
 
 #: After a stop (timeout, kill, interrupt), how long requests already in flight may take to finish.
 STOP_GRACE_SECONDS = 5.0
+#: A durable run writes its ledger at least this often (seconds) while anything changes.
+JOURNAL_INTERVAL = 1.0
+#: A durable run lists this many seconds of orders (at the current rate) as pending before sending them.
+RESERVE_SECONDS = 1.5
+#: The most orders listed as pending ahead of the workers.
+MAX_RESERVATION = 1000
+
+#: Receives a durable run's progress: the outcome so far and the orders that may be applied (in flight or
+#: about to be sent); returns False when the ledger could not be written (the run then goes on without).
+Journal = Callable[["BulkCancelOutcome", list[int]], bool]
 
 CANCELED = "canceled"
 ALREADY_CANCELED = "already_canceled"
@@ -164,6 +181,8 @@ class BulkRun:
         max_concurrency: int,
         keep_orders: bool = False,
         outcome: BulkCancelOutcome | None = None,
+        journal: Journal | None = None,
+        journal_interval: float = JOURNAL_INTERVAL,
     ) -> None:
         self.hook = hook
         self.requests = requests
@@ -173,7 +192,20 @@ class BulkRun:
         self.outcome = outcome or BulkCancelOutcome()
         self._elapsed_before = self.outcome.elapsed
         self._lock = threading.Lock()
-        self._todo = iter(requests)
+        # Workers wait on it for a reservation (durable runs), and tell run() when they end.
+        self._cond = threading.Condition(self._lock)
+        self._next = 0  # index of the next request to dispatch
+        # A durable run sends only orders the ledger lists as pending (may be applied) beforehand:
+        # requests[:_reserved] are so listed. Without a journal, every order is free to go.
+        self.journal = journal
+        self.journal_interval = journal_interval
+        self._reserved = 0 if journal is not None else len(requests)
+        self._want_reservation = False
+        self._active = 0  # worker threads still running
+        self._settled_before = len(self.outcome.results)
+        #: Ledger writes this run made (for the figures in the tests and benchmarks).
+        self.journal_writes = 0
+        self._journaled: tuple[int, frozenset[int]] | None = None  # what the last write held
         self._in_flight: dict[int, CancelOrderRequest] = {}  # thread ident -> request
         self._total = len(requests) + len(self.outcome.results)  # a resumed run counts what was settled
         self._forbidden_in_a_row = 0
@@ -206,23 +238,38 @@ class BulkRun:
             for index in range(min(self.max_concurrency, len(self.requests)))
         ]
         try:
+            self._active = len(workers)
             for thread in workers:
                 thread.start()
             self._started = started
             next_report = started + progress_interval
+            next_journal = started + self.journal_interval
+            while True:
+                # Waits of at most a second: a stop from on_kill (a signal handler) is seen within one.
+                # Workers wake this thread when they end or need orders reserved in the ledger.
+                now = time.monotonic()
+                wait = 1.0
+                if progress is not None:
+                    wait = min(wait, next_report - now)
+                if self.journal is not None:
+                    wait = min(wait, next_journal - now)
+                with self._cond:
+                    if self._active and not self._want_reservation:
+                        self._cond.wait(timeout=max(0.0, wait))
+                    active, wanted = self._active, self._want_reservation
+                if not active:
+                    break
+                if self.journal is not None and (wanted or time.monotonic() >= next_journal):
+                    self._write_journal()
+                    next_journal = time.monotonic() + self.journal_interval
+                if progress is not None and time.monotonic() >= next_report:
+                    progress(self.snapshot())
+                    # A callback slower than the interval skips reports rather than repeating them.
+                    next_report += progress_interval
+                    if next_report <= time.monotonic():
+                        next_report = time.monotonic() + progress_interval
             for thread in workers:
-                while thread.is_alive():
-                    # Joins of at most a second: a stop from on_kill (a signal handler) is seen within
-                    # one. Without a progress callback there is no report to wake for (a zero timeout
-                    # there would spin a core until the run ends).
-                    wait = 1.0 if progress is None else min(1.0, next_report - time.monotonic())
-                    thread.join(timeout=max(0.0, wait))
-                    if progress is not None and time.monotonic() >= next_report:
-                        progress(self.snapshot())
-                        # A callback slower than the interval skips reports rather than repeating them.
-                        next_report += progress_interval
-                        if next_report <= time.monotonic():
-                            next_report = time.monotonic() + progress_interval
+                thread.join()
         except BaseException:
             self.stop()
             self._join(workers, STOP_GRACE_SECONDS)
@@ -256,21 +303,39 @@ class BulkRun:
 
     # --- worker threads ---------------------------------------------------------------------------------
 
-    def _next_request(self) -> CancelOrderRequest | None:
-        """The next order to send (under the lock); orders whose reason Kibo refused are skipped."""
-        while not self._halted():
-            request = next(self._todo, None)
-            if request is None or request.disposition_reason not in self.outcome.refused_reasons:
-                return request
-            self.outcome.results[request.order_id] = NOT_ATTEMPTED
-            self._skipped_for_reason += 1
-        return None
-
     def _work(self) -> None:
+        try:
+            self._send_all()
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _take(self) -> CancelOrderRequest | None:
+        """
+        The next order to send (under the lock), once the ledger lists it; None when done or halted.
+        Orders whose reason Kibo refused are skipped (not attempted).
+        """
+        while True:
+            if self._halted() or self._next >= len(self.requests):
+                return None
+            if self._next < self._reserved:
+                request = self.requests[self._next]
+                self._next += 1
+                if request.disposition_reason in self.outcome.refused_reasons:
+                    self.outcome.results[request.order_id] = NOT_ATTEMPTED
+                    self._skipped_for_reason += 1
+                    continue
+                return request
+            self._want_reservation = True
+            self._cond.notify_all()
+            self._cond.wait(timeout=0.2)  # a stop is seen within 0.2 s
+
+    def _send_all(self) -> None:
         ident = threading.get_ident()
         while True:
             with self._lock:
-                request = self._next_request()
+                request = self._take()
                 if request is None:
                     return
                 self._in_flight[ident] = request
@@ -361,6 +426,51 @@ class BulkRun:
             self.outcome.resume_at = time.time() + wait
         return self.outcome.halted is not None
 
+    # --- the durable ledger -----------------------------------------------------------------------------
+
+    def _write_journal(self) -> None:
+        """
+        Hand the journal what is settled and what may be applied (in flight, or reserved to be sent next),
+        reserving the next block first when the workers need it. Called by run()'s thread only; the
+        reservation takes effect once the journal has it, so no order leaves before it is listed.
+        """
+        journal = self.journal
+        if journal is None:
+            return
+        with self._cond:
+            if self._closed:
+                return
+            elapsed = max(time.monotonic() - (self._started or time.monotonic()), 0.001)
+            rate = (len(self.outcome.results) - self._settled_before) / elapsed
+            # A block covers the next second and a half at the current rate (at least two orders per
+            # worker): about one write per second, and few orders listed that are not on their way yet.
+            block = min(MAX_RESERVATION, max(2 * self.max_concurrency, math.ceil(rate * RESERVE_SECONDS)))
+            reserved = self._reserved
+            if self._want_reservation or reserved - self._next < block // 2:
+                reserved = min(len(self.requests), max(reserved, self._next + block))
+            pending = [request.order_id for request in self._in_flight.values()]
+            pending += [request.order_id for request in self.requests[self._next : reserved]]
+            seen = (len(self.outcome.results), frozenset(pending))
+            if seen == self._journaled and reserved == self._reserved:
+                return  # nothing new to write
+            self._journaled = seen
+            snapshot = BulkCancelOutcome(
+                results=dict(self.outcome.results),
+                failures=dict(self.outcome.failures),
+                elapsed=self._elapsed_before + elapsed,
+                maybe_applied=set(self.outcome.maybe_applied),
+            )
+        kept = journal(snapshot, pending)
+        self.journal_writes += 1
+        with self._cond:
+            if kept:
+                self._reserved = max(self._reserved, reserved)
+            else:  # the ledger cannot be written: the run goes on as a plain (non-durable) one
+                self.journal = None
+                self._reserved = len(self.requests)
+            self._want_reservation = False
+            self._cond.notify_all()
+
     # --- the end ----------------------------------------------------------------------------------------
 
     def _join(self, workers: list[threading.Thread], grace: float) -> None:
@@ -392,31 +502,28 @@ class BulkRun:
             outcome.elapsed = self._elapsed_before + time.monotonic() - started
 
 
-#: Longest error text kept per failed order across a deferral (the state must stay compact).
-_STATE_ERROR_CHARS = 300
-
-
 def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutcome) -> dict[str, Any]:
     """
-    What a deferred run carries to its resumption: settled order ids by bucket and the failures' short
-    records, never orders. Orders refused with a 429 and those never sent are left out: they are sent
-    again after the wait, and those whose earlier attempt may have been applied (a 5xx, then the 429)
-    are listed, so that finding them canceled then counts as this run's cancel.
+    What a deferred run carries to its resumption: settled order ids by bucket (encoded, see
+    :mod:`~airflow_provider_kibo_cancel.operators.encoding`) and the failures' short records, never
+    orders. Orders refused with a 429 and those never sent are left out: they are sent again after the
+    wait, and those whose earlier attempt may have been applied (a 5xx, then the 429) are listed, so that
+    finding them canceled then counts as this run's cancel. The durable ledger uses the same form.
     """
     failed: list[dict[str, Any]] = []
     maybe_applied = set(outcome.maybe_applied)
     for order_id in outcome.ids(requests, FAILED):
         entry = outcome.failures[order_id]
         if not entry.get("rate_limited"):
-            failed.append({**entry, "error": entry["error"][:_STATE_ERROR_CHARS]})
+            failed.append(entry)
         elif entry.get("may_have_applied"):
             maybe_applied.add(order_id)
     return {
         "elapsed": outcome.elapsed,
-        CANCELED: outcome.ids(requests, CANCELED),
-        ALREADY_CANCELED: outcome.ids(requests, ALREADY_CANCELED),
-        FAILED: failed,
-        "maybe_applied": sorted(maybe_applied),
+        CANCELED: encode_ids(outcome.ids(requests, CANCELED)),
+        ALREADY_CANCELED: encode_ids(outcome.ids(requests, ALREADY_CANCELED)),
+        FAILED: compact_failures(failed),
+        "maybe_applied": encode_ids(maybe_applied),
     }
 
 
@@ -424,12 +531,12 @@ def restore_outcome(state: dict[str, Any]) -> BulkCancelOutcome:
     """The outcome a deferred run had settled, from :func:`compact_outcome`'s state (empty for none)."""
     outcome = BulkCancelOutcome(elapsed=float(state.get("elapsed", 0.0)))
     for bucket in (CANCELED, ALREADY_CANCELED):
-        for order_id in state.get(bucket, []):
-            outcome.results[int(order_id)] = bucket
-    for entry in state.get(FAILED, []):
-        outcome.results[int(entry["order_id"])] = FAILED
-        outcome.failures[int(entry["order_id"])] = entry
-    outcome.maybe_applied = {int(order_id) for order_id in state.get("maybe_applied", [])}
+        for order_id in decode_ids(state.get(bucket, "")):
+            outcome.results[order_id] = bucket
+    for order_id, entry in restore_failures(state.get(FAILED, [])).items():
+        outcome.results[order_id] = FAILED
+        outcome.failures[order_id] = entry
+    outcome.maybe_applied = set(decode_ids(state.get("maybe_applied", "")))
     return outcome
 
 

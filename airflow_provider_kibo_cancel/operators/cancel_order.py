@@ -21,6 +21,7 @@ from airflow_provider_kibo_cancel.operators.deferral import (
     deferral_problems,
 )
 from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
+from airflow_provider_kibo_cancel.operators.retry import with_kibo_retry_policy
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ class CancelOrderOperator(BaseOperator):
     :param defer_threshold: with ``deferrable``, waits longer than this many seconds (or than the
         connection's ``max_retry_wait``) are deferred; shorter ones are slept.
     :param max_deferred_wait: the most seconds spent deferred in all; beyond it the task fails (retryable).
+    :param durable: on Airflow 3.3+, record in the task state store that the cancel was sent (before it
+        is sent), so that a new try finding the order canceled reports the cancel as this run's, not as
+        canceled already. No effect before 3.3. Default True.
     """
 
     template_fields: Sequence[str] = (
@@ -69,8 +73,10 @@ class CancelOrderOperator(BaseOperator):
         deferrable: bool = default_deferrable(),
         defer_threshold: float = DEFAULT_DEFER_THRESHOLD,
         max_deferred_wait: float = DEFAULT_MAX_DEFERRED_WAIT,
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
+        with_kibo_retry_policy(kwargs, max_deferred_wait)
         super().__init__(**kwargs)
         # No validation here: __init__ runs at every DAG parse, before templates are rendered.
         self.order_id = order_id
@@ -82,6 +88,7 @@ class CancelOrderOperator(BaseOperator):
         self.deferrable = deferrable
         self.defer_threshold = defer_threshold
         self.max_deferred_wait = max_deferred_wait
+        self.durable = durable
         self._killed = False
 
     @cached_property
@@ -121,6 +128,8 @@ class CancelOrderOperator(BaseOperator):
             hook.stop()  # the kill came before the hook existed
         try:
             problems = deferral_problems(self.deferrable, self.defer_threshold, self.max_deferred_wait)
+            if not isinstance(self.durable, bool):
+                problems.append(f"durable must be True or False, got {self.durable!r}")
             if problems:
                 raise KiboValidationError(problems)
             request = CancelOrderRequest.from_raw(
@@ -140,9 +149,16 @@ class CancelOrderOperator(BaseOperator):
                     context, self.outlets, hook.settings.tenant_id, request.order_id, dry_run=True
                 )
                 return preview
+            sent_before = self._record_sending(context, hook.settings.tenant_id, request.order_id)
+            if sent_before:
+                state = {**state, "may_have_applied": True}
             try:
                 result = hook.cancel(request)
-            except (KiboRateLimitError, KiboRateLimitWaitError) as exc:
+            except KiboError as exc:
+                if exc.sent and not exc.may_have_applied and not sent_before:
+                    self._record_sending(context, hook.settings.tenant_id, request.order_id, applied=False)
+                if not isinstance(exc, KiboRateLimitError | KiboRateLimitWaitError):
+                    raise
                 wait = exc.retry_after
                 if not self.deferrable or wait is None or wait <= hook.longest_sleep:
                     raise
@@ -157,7 +173,7 @@ class CancelOrderOperator(BaseOperator):
                 )
         except KiboError as exc:
             metrics.cancel_error(exc)
-            fail_task_unless_retryable(exc)
+            fail_task_unless_retryable(exc, self)
             raise
         already_canceled = result.already_canceled and not state.get("may_have_applied")
         metrics.cancel_outcome("already_canceled" if already_canceled else "canceled")
@@ -177,3 +193,44 @@ class CancelOrderOperator(BaseOperator):
         ):
             self.log.info("%s", assets.nothing_canceled_note(for_nothing))
         return order
+
+    def _record_sending(
+        self, context: Context, tenant_id: str, order_id: int, *, applied: bool = True
+    ) -> bool:
+        """
+        Durable (Airflow 3.3+): record, before the cancel goes out, that it is sent and may be applied;
+        returns whether an earlier try of this task instance recorded the same (so a cancel found applied
+        now was that try's: this run's). ``applied=False`` records that Kibo refused this try's cancel.
+        """
+        from airflow_provider_kibo_cancel.operators.ledger import (
+            SINGLE_KEY,
+            run_epoch,
+            task_state_store,
+            try_number,
+        )
+
+        store = task_state_store(context) if self.durable else None
+        if store is None:
+            if self.durable and applied:
+                self.log.info(
+                    "durable=True has no effect on this Airflow (no task state store before 3.3): a retry "
+                    "finding the order canceled reports it as canceled already"
+                )
+            return False
+        this_try = try_number(context)
+        record = {"v": 1, "epoch": run_epoch(context), "tenant": str(tenant_id), "order_id": order_id}
+        try:
+            earlier = store.get(SINGLE_KEY, None)
+            same = isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in record.items())
+            sent_before = bool(same and earlier.get("try") != this_try and earlier.get("may_have_applied"))
+            store.set(SINGLE_KEY, {**record, "try": this_try, "may_have_applied": applied or sent_before})
+        except Exception as exc:  # the ledger never fails the cancel
+            self.log.warning("Durable run: the task state store could not be used (%s)", exc)
+            return False
+        if sent_before and applied:
+            self.log.info(
+                "Durable run: try %s sent this cancel and may have had it applied; found canceled now, it "
+                "counts as this run's cancel",
+                earlier.get("try") if isinstance(earlier, dict) else "?",
+            )
+        return sent_before

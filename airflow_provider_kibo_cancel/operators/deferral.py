@@ -52,8 +52,8 @@ def defer_until_kibo_accepts(
         raise KiboRateLimitError(
             f"Kibo asked to wait {wait:.0f} s more (Retry-After); with {deferred:.0f} s deferred already, "
             f"that exceeds max_deferred_wait ({max_deferred_wait:g} s). Nothing more was sent. A task "
-            "retry starts over: it sends every order again, and an order canceled meanwhile (by this "
-            "run too) is reported already_canceled"
+            "retry of a durable run (Airflow 3.3+) sends only what is left; before 3.3 it starts over, "
+            "and an order canceled meanwhile (by this run too) is reported already_canceled"
         )
     from airflow_provider_kibo_cancel import metrics
 
