@@ -2,7 +2,7 @@
 
 On Airflow 3.3+ ``context["task_state_store"]`` (AIP-103) keeps JSON values per task instance across its
 tries, a worker that died included. A durable :class:`BulkCancelOrdersOperator` writes there, under
-:data:`LEDGER_KEY`, as it goes:
+``LEDGER_KEY``, as it goes:
 
 - ``canceled`` / ``already_canceled``: the orders settled so far (ids encoded as in
   :mod:`~airflow_provider_kibo_cancel.operators.encoding`, the deferral state's form);
@@ -14,7 +14,7 @@ tries, a worker that died included. A durable :class:`BulkCancelOrdersOperator` 
   their reasons), which say whether the ledger belongs to this run of the task.
 
 It is written at least every second while anything changes, whenever the workers need a new block, and at
-the end of a try. A document larger than :data:`SPLIT_BYTES` is split into parts under
+the end of a try. A document larger than ``SPLIT_BYTES`` is split into parts under
 ``LEDGER_KEY.<slot>.<n>`` (two alternating slots, the head written last), so a crash mid-write leaves
 the previous complete ledger. Nothing in it is a secret or an order's body.
 """
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 LEDGER_KEY = "kibo_cancel.bulk_ledger"
 SINGLE_KEY = "kibo_cancel.single_cancel"
 VERSION = 1
-#: Above this many bytes of JSON a ledger is split into parts of :data:`PART_CHARS` characters, well
+#: Above this many bytes of JSON a ledger is split into parts of ``PART_CHARS`` characters, well
 #: under ``[state_store] max_value_storage_bytes`` (65,535 by default).
 SPLIT_BYTES = 48_000
 PART_CHARS = 24_000
