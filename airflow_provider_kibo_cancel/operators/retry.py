@@ -117,6 +117,7 @@ def kibo_retry_policy(max_deferred_wait: float = 3600.0) -> Any:
 
 
 def is_kibo_retry_policy(policy: Any) -> bool:
+    """Whether ``policy`` is the Kibo retry policy (it then fails permanent errors itself)."""
     cls = _policy_class()
     return cls is not None and isinstance(policy, cls)
 
