@@ -15,7 +15,12 @@ from airflow_provider_kibo_cancel._compat import (
 )
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
 from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
-from airflow_provider_kibo_cancel.operators.bulk_runner import RATE_LIMITED
+from airflow_provider_kibo_cancel.operators.bulk_runner import (
+    CREDENTIALS_REFUSED,
+    FORBIDDEN,
+    RATE_LIMITED,
+    REPEATED_BAD_REQUEST,
+)
 from airflow_provider_kibo_cancel.operators.deferral import (
     DEFAULT_DEFER_THRESHOLD,
     DEFAULT_MAX_DEFERRED_WAIT,
@@ -269,10 +274,13 @@ class BulkCancelOrdersOperator(BaseOperator):
                 durable.save(outcome)  # a deferral that cannot be resumed leaves the ledger for a retry
             deferral_refused = self._defer(plan, outcome, state or {})
         summary = self._summary(plan, outcome)
-        failing = (outcome.halted is not None and bool(summary["not_attempted"])) or (
-            self.fail_on_error and bool(outcome.failures or plan.invalid)
+        halted = outcome.halted is not None and bool(summary["not_attempted"])
+        failing = halted or (self.fail_on_error and bool(outcome.failures or plan.invalid))
+        # A failure no retry can mend ends the DAG run's tries here: count what waited for a retry now.
+        permanent = (halted and outcome.halted in _PERMANENT_HALTS) or (
+            failing and not halted and not any(f["retryable"] for f in summary["failed"])
         )
-        self._count_outcomes(context, summary, durable, final=not failing)
+        self._count_outcomes(context, summary, durable, final=not failing or permanent)
         if durable is not None:
             if not failing:  # the event below names them (an event is recorded only when the task succeeds)
                 durable.emitted = set(summary["canceled"])
@@ -282,7 +290,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         if outcome.halted is not None and summary["not_attempted"]:
             self._fail_halted(outcome, summary, deferral_refused)
         if self.fail_on_error and (outcome.failures or plan.invalid):
-            self._fail(summary)
+            self._fail(summary, outcome.resume_at if outcome.halted == RATE_LIMITED else None)
         self._emit_event(context, self.hook.settings.tenant_id, summary)
         return summary
 
@@ -680,7 +688,7 @@ class BulkCancelOrdersOperator(BaseOperator):
         fail_task_unless_retryable(error, self)
         raise error
 
-    def _fail(self, summary: dict[str, Any]) -> None:
+    def _fail(self, summary: dict[str, Any], resume_at: float | None = None) -> None:
         """Fail after everything was attempted; the summary is in XCom (key ``summary``)."""
         first_problems = self._grouped_failures(summary["failed"]) + [
             f"{i['input']!r}: {'; '.join(i['errors'])}" for i in summary["invalid"][:3]
@@ -691,11 +699,22 @@ class BulkCancelOrdersOperator(BaseOperator):
             f"canceled, {len(summary['already_canceled'])} canceled already); the summary is in XCom key "
             f"'{SUMMARY_XCOM_KEY}'. First problems: {first_problems}"
         )
+        # A 429 wall that met the last orders: the retry policy retries when Kibo accepts calls again.
+        if resume_at is None and any(f.get("rate_limited") for f in summary["failed"]):
+            wait = self.hook.rate_limit_wait()
+            resume_at = time.time() + wait if wait > 0 else None
         error = KiboBulkCancelError(
-            message, summary=summary, retryable=any(f["retryable"] for f in summary["failed"])
+            message,
+            summary=summary,
+            retryable=any(f["retryable"] for f in summary["failed"]),
+            resume_at=resume_at,
         )
         fail_task_unless_retryable(error, self)
         raise error  # a task retry can help; orders canceled by now come back as already_canceled
+
+
+#: Halts a task retry cannot mend (the Kibo retry policy fails them): their outcomes are final now.
+_PERMANENT_HALTS = frozenset({CREDENTIALS_REFUSED, FORBIDDEN, REPEATED_BAD_REQUEST})
 
 
 def _is_int_in(value: Any, low: int, high: int) -> bool:

@@ -25,7 +25,6 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboStoppedError,
 )
 from airflow_provider_kibo_cancel.operators.encoding import (
-    compact_failures,
     decode_ids,
     encode_ids,
     restore_failures,
@@ -502,13 +501,17 @@ class BulkRun:
             outcome.elapsed = self._elapsed_before + time.monotonic() - started
 
 
+#: Longest error text kept per failed order across a deferral.
+_STATE_ERROR_CHARS = 300
+
+
 def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutcome) -> dict[str, Any]:
     """
     What a deferred run carries to its resumption: settled order ids by bucket (encoded, see
     :mod:`~airflow_provider_kibo_cancel.operators.encoding`) and the failures' short records, never
     orders. Orders refused with a 429 and those never sent are left out: they are sent again after the
     wait, and those whose earlier attempt may have been applied (a 5xx, then the 429) are listed, so that
-    finding them canceled then counts as this run's cancel. The durable ledger uses the same form.
+    finding them canceled then counts as this run's cancel. Ids are encoded as the durable ledger does.
     """
     failed: list[dict[str, Any]] = []
     maybe_applied = set(outcome.maybe_applied)
@@ -522,7 +525,9 @@ def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutco
         "elapsed": outcome.elapsed,
         CANCELED: encode_ids(outcome.ids(requests, CANCELED)),
         ALREADY_CANCELED: encode_ids(outcome.ids(requests, ALREADY_CANCELED)),
-        FAILED: compact_failures(failed),
+        # Each failure whole (its text bounded), Kibo's items and correlation id kept: a deferral's state
+        # is not held to the state store's size, and the summary after the wait must still say them.
+        FAILED: [{**entry, "error": entry["error"][:_STATE_ERROR_CHARS]} for entry in failed],
         "maybe_applied": encode_ids(maybe_applied),
     }
 

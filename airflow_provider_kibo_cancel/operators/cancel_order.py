@@ -155,7 +155,9 @@ class CancelOrderOperator(BaseOperator):
             try:
                 result = hook.cancel(request)
             except KiboError as exc:
-                if exc.sent and not exc.may_have_applied and not sent_before:
+                # Not applied by this try (never sent, or refused): a retry must not claim a cancel
+                # that someone else made meanwhile.
+                if not exc.may_have_applied and not sent_before:
                     self._record_sending(context, hook.settings.tenant_id, request.order_id, applied=False)
                 if not isinstance(exc, KiboRateLimitError | KiboRateLimitWaitError):
                     raise

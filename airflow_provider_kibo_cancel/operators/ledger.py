@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,9 @@ VERSION = 1
 #: under ``[state_store] max_value_storage_bytes`` (65,535 by default).
 SPLIT_BYTES = 48_000
 PART_CHARS = 24_000
+#: Pauses between the attempts of one ledger write (the last entry is never slept): a write that fails
+#: three times in 1.5 s ends the ledger for the try; the end-of-try write is attempted all the same.
+WRITE_RETRY_PAUSES = (0.5, 1.0, 0.0)
 
 
 def task_state_store(context: Any) -> Any:
@@ -300,21 +304,35 @@ class DurableBulkRun:
         return ledger_document(base, self.requests, outcome, list(pending))
 
     def journal(self, outcome: BulkCancelOutcome, pending: list[int]) -> bool:
-        """:class:`~.bulk_runner.Journal`: write the ledger; False (logged once) when it cannot be."""
+        """
+        :class:`~.bulk_runner.Journal`: write the ledger, trying again after a failed write (a passing
+        fault of the execution API must not end the ledger); False (logged) when it still cannot be.
+        """
         if self.broken:
             return False
-        try:
-            self.ledger.write(self.document(outcome, pending))
-        except Exception as exc:
-            self.broken = True
-            self.log.warning(
-                "Durable run: the ledger could not be written (%s); this try goes on without it (a retry "
-                "would send again what this try sends from now on)",
-                exc,
-            )
-            return False
-        return True
+        document = self.document(outcome, pending)
+        for attempt, pause in enumerate(WRITE_RETRY_PAUSES, start=1):
+            try:
+                self.ledger.write(document)
+            except Exception as exc:
+                if attempt <= len(WRITE_RETRY_PAUSES) - 1:
+                    self.log.warning("Durable run: writing the ledger failed (%s); trying again", exc)
+                    time.sleep(pause)
+                    continue
+                self.broken = True
+                self.log.warning(
+                    "Durable run: the ledger could not be written (%s); this try goes on without it (a "
+                    "retry would send again what this try sends from now on)",
+                    exc,
+                )
+                return False
+            return True
+        return False  # pragma: no cover - the loop returns
 
     def save(self, outcome: BulkCancelOutcome) -> None:
-        """The ledger at the end of a try (or before a deferral): what is settled, nothing in flight."""
+        """
+        The ledger at the end of a try (or before a deferral): what is settled, nothing in flight. Tried
+        even after earlier writes failed: the end of a try is what its retry needs most.
+        """
+        self.broken = False
         self.journal(outcome, [])

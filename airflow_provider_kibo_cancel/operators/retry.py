@@ -123,8 +123,12 @@ def is_kibo_retry_policy(policy: Any) -> bool:
 
 
 def with_kibo_retry_policy(kwargs: dict[str, Any], max_deferred_wait: Any) -> None:
-    """Give an operator's ``kwargs`` the Kibo retry policy unless the user chose one (or default_args do)."""
-    if "retry_policy" in kwargs or "retry_policy" in (kwargs.get("default_args") or {}):
+    """
+    Give an operator's ``kwargs`` the Kibo retry policy unless the user chose one (or default_args do).
+    ``None`` is no choice: ``partial()`` fills it from Airflow's operator defaults, and a mapped task is
+    built from those at run time.
+    """
+    if kwargs.get("retry_policy") is not None or (kwargs.get("default_args") or {}).get("retry_policy"):
         return
     policy = kibo_retry_policy(max_deferred_wait)
     if policy is not None:
