@@ -5,6 +5,7 @@ single cancel's record, the Kibo retry policy, and what happens without a task s
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import random
@@ -403,9 +404,9 @@ def test_a_single_cancel_records_that_it_is_sent_before_sending(kibo_conn: KiboE
 # --- the retry policy ----------------------------------------------------------------------------------
 
 
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
     # A mapped task is unmapped on the worker from partial()'s kwargs, retry_policy=None among them.
-    pytest.importorskip("airflow.sdk.definitions.retry_policy")
     import datetime as dt
 
     from airflow.sdk import DAG
@@ -423,10 +424,11 @@ def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
     assert isinstance(mapped_bulk.unmap({"orders": [1001]}).retry_policy, KiboRetryPolicy)
 
 
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one() -> None:
     from datetime import timedelta
 
-    retry = pytest.importorskip("airflow.sdk.definitions.retry_policy")
+    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
     from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError, KiboServerError
     from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 
@@ -451,10 +453,11 @@ def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one
     assert policy.evaluate(ValueError("x"), 1, 1).action == retry.RetryAction.DEFAULT
 
 
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
     kibo_conn: KiboEmulator,
 ) -> None:
-    retry = pytest.importorskip("airflow.sdk.definitions.retry_policy")
+    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
     from airflow_provider_kibo_cancel._compat import AirflowFailException
     from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
 
