@@ -118,7 +118,7 @@ def test_client_errors_are_never_retried(
     assert emulator.requests_to("get_order") == []
 
 
-def test_a_403_fetches_one_new_token_per_hook_then_fails_without_retries(
+def test_a_403_fetches_one_new_token_then_fails_without_retries(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Kibo's own clients fetch a new token on a 403 too (a token issued before a permission change is
