@@ -94,9 +94,10 @@ class KiboHook(BaseHook):
     One ``requests.Session`` and one OAuth token per hook, shared safely by threads. Every call follows one
     retry policy: timeouts, connection errors, 429 and 5xx are retried with exponential backoff and jitter,
     honouring ``Retry-After``; 400/403/404/405, redirects and TLS errors never are. A 401 refreshes the
-    token once. Failures are shared by every thread of the hook: refused credentials fail every later call
-    without another OAuth request, a 429 pauses them all, a Kibo that is down opens a circuit breaker
-    (see :mod:`~airflow_provider_kibo_cancel.hooks.retry`), and :meth:`stop` ends every call at once.
+    token once per call, a 403 once per token. Failures are shared by every thread of the hook: refused
+    credentials fail every later call without another OAuth request, a 429 pauses them all, a route of
+    Kibo that is down opens its circuit breaker (see :mod:`~airflow_provider_kibo_cancel.hooks.retry`),
+    and :meth:`stop` ends every call at once, a request still connecting included.
 
     :param kibo_conn_id: the ``kibo`` connection to use.
     :param timeout: seconds for connecting and for reading one response (overrides extra ``timeout``).
@@ -538,8 +539,8 @@ class KiboHook(BaseHook):
     ) -> Answer:
         """
         One API call under the retry policy; raise the KiboError its final answer means. A 401 gets one
-        fresh token for this call; a 403 gets one for the whole hook (Kibo's own clients do both), as a
-        token issued before a permission change is refused with 403.
+        fresh token for this call; a 403 one per token (Kibo's own clients do both: a token issued before
+        a permission change is refused with 403), see :meth:`_should_refresh`.
         """
         url = self.settings.base_url + path
         what = f"{method} {path}"
