@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test lint demo bench dist docs lock clean test-matrix test-older test-distributed
+.PHONY: install test test-fast lint demo bench dist docs lock clean test-matrix test-older test-distributed
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ PYTEST_PARALLEL := -n 2 --dist loadfile
 
 test: lint
 	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under a
+# minute; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
+test-fast: install
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not integration and not distributed" tests/unit
 
 lint: install
 	$(BIN)/ruff check .
@@ -87,11 +92,11 @@ test-airflow-%: .venv-airflow-%/.installed
 	$(call venv-from-lock,.venv-airflow-$*,requirements/airflow-$*.lock)
 
 # Production-shaped Airflow: CeleryExecutor with two workers, PostgreSQL, Redis and a triggerer, all on
-# 127.0.0.1 (tests/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
+# 127.0.0.1 (tests/integration/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
 # Its own venv from its own lock (dev.lock plus Celery and psycopg2), so `make test` stays as it is.
 test-distributed: .venv-distributed/.installed
 	# A basetemp of its own: other pytest sessions on the machine prune /tmp/pytest-of-$$USER while this runs.
-	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/test_distributed.py
+	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/integration/test_distributed.py
 
 .venv-distributed/.installed: requirements/distributed.lock pyproject.toml
 	$(call venv-from-lock,.venv-distributed,requirements/distributed.lock)

@@ -26,6 +26,16 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration needs Airflow processes: marked `integration` by its path."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture
 def emulator() -> Iterator[KiboEmulator]:
     """A fresh emulator per test: open orders 1000-1099, canceled 2000-2009, completed 3000."""

@@ -19,7 +19,7 @@ from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, debian_chromium
 
 DECLARATIVE_FORM = Version(version("apache-airflow-core")) >= Version("3.2")
-DOCS = Path(__file__).parent.parent / "docs"  # KIBO_UPDATE_SCREENSHOT=1 refreshes the README's pictures
+DOCS = Path(__file__).parents[2] / "docs"  # KIBO_UPDATE_SCREENSHOT=1 refreshes the README's pictures
 
 
 @pytest.fixture(scope="module")

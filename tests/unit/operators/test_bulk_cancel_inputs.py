@@ -141,7 +141,7 @@ def test_a_run_without_a_progress_callback_waits_without_spinning(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
-    from tests.test_reliability import hook_for
+    from tests.unit.hooks.test_policy import hook_for
 
     hook = hook_for(emulator, monkeypatch)
     hook.authenticate()

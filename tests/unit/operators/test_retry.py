@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
 from tests.support import kibo_connection
-from tests.test_durable import FakeStore, _bulk, _single, cancels, context_for
+from tests.unit.operators.test_ledger import FakeStore, _bulk, _single, cancels, context_for
 
 pytestmark = pytest.mark.newest_only  # the task state store and retry policies are Airflow 3.3's
 

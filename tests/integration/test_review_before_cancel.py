@@ -19,7 +19,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import kibo_connection
 
-EXAMPLES = Path(__file__).parent.parent / "example_dags"
+EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_ID = "example_kibo_review_before_cancel"
 REVIEWED = [1001, 1002, 1003, 1004, 1005]  # example_dags/data/orders_to_cancel.csv
 LATE_ORDER = 1050  # turns up in the source after the first run was planned

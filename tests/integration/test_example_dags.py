@@ -14,7 +14,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
-EXAMPLES = Path(__file__).parent.parent / "example_dags"
+EXAMPLES = Path(__file__).parents[2] / "example_dags"
 
 
 @pytest.fixture(scope="module")

@@ -37,13 +37,13 @@ from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
-EXAMPLES = Path(__file__).parent.parent / "example_dags"
+EXAMPLES = Path(__file__).parents[2] / "example_dags"
 # DAG files copied into the stack's dags folder.
 DAG_FILES = [
     EXAMPLES / "example_kibo_reconciliation.py",
     EXAMPLES / "example_kibo_canceled_orders_consumer.py",
-    Path(__file__).parent / "dags" / "kibo_deferral.py",
-    Path(__file__).parent / "dags_durable" / "kibo_durable_crash.py",
+    Path(__file__).parents[1] / "dags" / "kibo_deferral.py",
+    Path(__file__).parents[1] / "dags_durable" / "kibo_durable_crash.py",
 ]
 # The examples read their orders from data/orders_to_cancel.csv beside the DAG file: the copy gets these.
 ORDERS = list(range(1001, 1061))

@@ -29,7 +29,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
-from tests.test_scheduler import _process_holding
+from tests.integration.test_scheduler import _process_holding
 
 pytestmark = pytest.mark.newest_only  # durable runs need Airflow 3.3's task state store
 
@@ -68,7 +68,7 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proof]:
     tmp = tmp_path_factory.mktemp("durable")
     dags = tmp / "dags"
     dags.mkdir()
-    shutil.copy(Path(__file__).parent / "dags_durable" / "kibo_durable.py", dags)
+    shutil.copy(Path(__file__).parents[1] / "dags_durable" / "kibo_durable.py", dags)
     env = AirflowEnv(tmp / "airflow_home", dags)
     env.env.pop("AIRFLOW_CONN_KIBO_DEFAULT", None)
     env.home.mkdir()

@@ -42,7 +42,7 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     BulkRun,
 )
 from tests.support import SHARED_SECRET, TENANT, tls_server_context
-from tests.test_reliability import hook_for
+from tests.unit.hooks.test_policy import hook_for
 
 
 def closed_port() -> int:

@@ -24,11 +24,11 @@ import airflow_provider_kibo_cancel
 from devtools.airflow_local import AirflowEnv, free_port
 from devtools.emulator_process import emulator_process
 from tests import user_project
-from tests.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
+from tests.integration.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 UV = str(Path(sys.executable).with_name("uv"))
 
 

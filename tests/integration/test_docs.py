@@ -22,7 +22,7 @@ from tests.support import debian_chromium
 
 pytestmark = pytest.mark.newest_only  # one build is enough; it has its own venv and lock anyway
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
 # The pages a reader is shown first, and the pictures of them kept in docs/ (the last is in the README).
 PICTURES = {

@@ -37,7 +37,7 @@ from airflow_provider_kibo_cancel.models import KiboConnectionSettings
 from devtools.airflow_local import XCOM_STORED_TWICE_ENCODED, AirflowEnv, AirflowStack
 from tests import user_project
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent

@@ -27,7 +27,7 @@ from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
 from devtools.airflow_local import AirflowEnv, DagRunResult
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
-DAGS = Path(__file__).parent / "dags"
+DAGS = Path(__file__).parents[1] / "dags"
 CANCELED_URI = "kibo://30294/orders/canceled"
 
 

@@ -30,7 +30,7 @@ from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, tls_server_context
-from tests.test_reliability import hook_for
+from tests.unit.hooks.test_policy import hook_for
 
 TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"
 

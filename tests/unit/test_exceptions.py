@@ -142,7 +142,7 @@ def test_a_non_list_items_value_is_kept_as_one_item() -> None:
 def test_a_failed_task_shows_kibos_explanation_once_with_a_short_traceback(
     airflow_env: AirflowEnv, emulator: KiboEmulator
 ) -> None:
-    env = AirflowEnv(airflow_env.home, Path(__file__).parent / "dags")
+    env = AirflowEnv(airflow_env.home, Path(__file__).parents[2] / "dags")
     result = env.run_dag("kibo_first_contact", connections={"kibo_default": kibo_connection(emulator)})
     assert result.state("reason_typo") == "failed"
     assert result.tries[("reason_typo", -1)] == 1  # a 400: no Airflow retries

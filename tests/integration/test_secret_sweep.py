@@ -72,7 +72,7 @@ class Sweep:
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
     # The production path: scheduler, LocalExecutor workers and API server, so that tasks write real
     # log files (`airflow dags test` only prints them, and its --use-executor fails on Airflow 3.0).
-    airflow_env = AirflowEnv(tmp_path_factory.mktemp("sweep_home"), Path(__file__).parent / "dags")
+    airflow_env = AirflowEnv(tmp_path_factory.mktemp("sweep_home"), Path(__file__).parents[1] / "dags")
     airflow_env.migrate()
     with ExitStack() as stack:
         main, broken_oauth, odd_expiry = (

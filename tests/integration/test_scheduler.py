@@ -21,7 +21,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import TENANT, kibo_connection
 
-EXAMPLES = Path(__file__).parent.parent / "example_dags"
+EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_ID = "example_kibo_cancel_order"
 
 
@@ -126,7 +126,7 @@ def test_a_kill_stops_both_operators_under_a_real_task_runner(
     monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
     dags = tmp_path / "dags"
     dags.mkdir()
-    shutil.copy(Path(__file__).parent / "dags_kill" / "kibo_kill.py", dags)
+    shutil.copy(Path(__file__).parents[1] / "dags_kill" / "kibo_kill.py", dags)
     env = AirflowEnv(tmp_path / "airflow_home", dags)
     env.home.mkdir()
     env.migrate()

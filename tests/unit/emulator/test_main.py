@@ -18,7 +18,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator.__main__ import connection_help
 from airflow_provider_kibo_cancel.emulator.server import DEFAULT_PORT
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from tests.test_readme import snippet
+from tests.integration.test_readme import snippet
 
 KIBO_EMULATOR = str(Path(sys.executable).with_name("kibo-emulator"))
 
