@@ -28,8 +28,8 @@ import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 from tests.integration.test_scheduler import _process_holding
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 pytestmark = pytest.mark.newest_only  # durable runs need Airflow 3.3's task state store
 
