@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,13 @@ from tests.support import (
     kibo_connection,
 )
 
-# Airflow reads its configuration when first imported: keep it away from ~/airflow and quiet.
+# Airflow reads its configuration when first imported: keep it away from ~/airflow and quiet. Each
+# pytest process (each xdist worker) has an Airflow home of its own, for in-process DAG runs
+# (tests/dag_runs.py) from tests/dags; the Airflow processes of tests/integration get homes of theirs.
+_HOME = tempfile.mkdtemp(prefix="kibo-tests-airflow-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = _HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "dags")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 

@@ -1,4 +1,5 @@
-"""BulkCancelOrdersOperator: exact summary buckets, each order canceled once, 429 storms, re-runs."""
+"""BulkCancelOrdersOperator in DAG runs in process (`dag.test()`, against the emulator over HTTP): exact
+summary buckets, each order canceled once, 429 storms, templated input, dry run, re-runs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboValidationError
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-from devtools.airflow_local import AirflowEnv, DagRunResult
+from devtools.airflow_local import DagRunResult
+from tests.dag_runs import run_in_process
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 Run = tuple[DagRunResult, KiboEmulator]
@@ -24,59 +24,16 @@ def emulator_with_orders() -> KiboEmulator:
 
 
 @pytest.fixture(scope="module")
-def bulk_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def bulk_run() -> Iterator[Run]:
     with emulator_with_orders() as emu:
         for order_id in range(1100, 1300, 8):  # a storm: one in eight storm orders is rate limited first
             emu.inject("status", status=429, retry_after="1", order_id=order_id)
-        result = airflow_env.run_dag(
+        result = run_in_process(
             "kibo_bulk_cancel",
             conf={"orders": [1700, 1701, 1702], "reason": "customer_changed_mind"},
             connections={"kibo_default": kibo_connection(emu, max_attempts=10)},
         )
         yield result, emu
-
-
-def test_plan_splits_the_input() -> None:
-    plan = plan_bulk_cancel(
-        [
-            1,
-            "2",
-            2,
-            {"order_id": 3, "disposition_reason": "other", "disposition_other_reason": "x"},
-            0,
-            {"order": 4},
-            {"order_id": 5},
-            {"order_id": 6, "disposition_reason": "created_by_mistake"},
-        ],
-        "other",
-        "default note",
-    )
-    assert [(r.order_id, r.disposition_reason, r.disposition_other_reason) for r in plan.requests] == [
-        (1, "other", "default note"),
-        (2, "other", "default note"),
-        (3, "other", "x"),
-        (5, "other", "default note"),
-        (6, "created_by_mistake", None),  # the default note goes with the default reason only
-    ]
-    assert plan.invalid == [
-        {"input": 0, "errors": ["order_id must be >= 1, got 0"]},
-        {"input": {"order": 4}, "errors": ["unknown keys ['order']"]},
-    ]
-    assert plan.duplicates == [{"order_id": 2, "input": 2}]
-    assert plan.total == 8
-
-
-@pytest.mark.parametrize("orders", [None, 5, {"order_id": 1}, "not a list"])
-def test_orders_that_are_not_a_list_are_rejected(orders: object) -> None:
-    with pytest.raises(KiboValidationError, match="orders must be a list of order ids or dicts"):
-        plan_bulk_cancel(orders, "created_by_mistake")
-
-
-def test_a_missing_reason_makes_an_entry_invalid() -> None:
-    plan = plan_bulk_cancel([1], None)
-    assert plan.invalid[0]["errors"] == [
-        "disposition_reason is required: give it per order or as the operator's default"
-    ]
 
 
 def test_mixed_input_lands_in_exact_buckets(bulk_run: Run) -> None:
@@ -141,17 +98,17 @@ def test_fails_at_the_end_after_attempting_everything(bulk_run: Run) -> None:
     assert "Bulk cancel finished with 1 failed and 0 invalid of 3 entries (2 canceled" in result.output
 
 
-def test_a_rerun_after_a_partial_failure_cancels_only_what_is_left(airflow_env: AirflowEnv) -> None:
+def test_a_rerun_after_a_partial_failure_cancels_only_what_is_left() -> None:
     with emulator_with_orders() as emu:
         connections = {"kibo_default": kibo_connection(emu, max_attempts=2)}
         for order_id in (1605, 1606, 1607):
             emu.inject("status", status=503, times=None, order_id=order_id)
             emu.inject("status", status=503, endpoint="get_order", times=None, order_id=order_id)
-        first = airflow_env.run_dag("kibo_bulk_rerun", connections=connections)
+        first = run_in_process("kibo_bulk_rerun", connections=connections)
         assert first.state("cancel") == "failed"
         assert "Bulk cancel finished with 3 failed and 0 invalid of 20 entries (17 canceled" in first.output
         emu.clear_faults()
-        second = airflow_env.run_dag("kibo_bulk_rerun", connections=connections)
+        second = run_in_process("kibo_bulk_rerun", connections=connections)
     assert second.state("cancel") == "success"
     summary = second.xcom[("cancel", -1)]
     assert sorted(summary["canceled"]) == [1605, 1606, 1607]

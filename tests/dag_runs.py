@@ -1,0 +1,96 @@
+"""DAG runs in this process: ``dag.test()`` (what `airflow dags test` calls) for a DAG of tests/dags.
+
+The same task runner code as the `airflow dags test` subprocess, without its 7 s start-up: the DAG is
+parsed from tests/dags (the dags folder tests/conftest.py sets), run against this process's own
+Airflow home (a migrated SQLite file made on first use), and what it left is read back as the
+subprocess runs report it (`devtools.airflow_local.DagRunResult`): states, tries, XComs and the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from devtools.airflow_local import DagRunResult
+
+DAGS = Path(__file__).parent / "dags"
+_migrated: list[bool] = []
+
+
+def _migrate() -> None:
+    """This process's Airflow database, created once (the home is tests/conftest.py's temporary one)."""
+    if not _migrated:
+        from airflow.utils import db
+
+        db.initdb()
+        _migrated.append(True)
+
+
+@contextlib.contextmanager
+def _connections(connections: dict[str, dict[str, Any]]) -> Iterator[None]:
+    names = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in connections.items()}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[io.StringIO]:
+    """Everything the run prints or logs, as the subprocess's stdout and stderr would have held it."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            yield out
+    finally:
+        root.removeHandler(handler)
+
+
+def run_in_process(
+    dag_id: str,
+    *,
+    conf: dict[str, Any] | None = None,
+    connections: dict[str, dict[str, Any]] | None = None,
+    dag_file: Path | None = None,
+) -> DagRunResult:
+    """`dag.test()` one run of ``dag_id`` (from ``dag_file``, default tests/dags/<dag_id>.py's folder)."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    _migrate()
+    bag = DagBag(str(dag_file or DAGS))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags[dag_id]
+    with _connections(connections or {}), _captured() as out:
+        dag_run = dag.test(run_conf=conf)
+    result = DagRunResult(0 if dag_run.state == "success" else 1, out.getvalue())
+    with create_session() as session:
+        for ti in dag_run.get_task_instances(session=session):
+            key = (ti.task_id, ti.map_index)
+            result.states[key] = str(ti.state)
+            result.tries[key] = ti.try_number
+            if ti.end_date:
+                result.ended_at[key] = ti.end_date.timestamp()
+        rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=dag_run.run_id)
+        for row in rows:
+            value = XComModel.deserialize_value(row)
+            result.xcoms[(row.task_id, row.map_index, row.key)] = value
+            if row.key == "return_value":
+                result.xcom[(row.task_id, row.map_index)] = value
+    return result
