@@ -1,4 +1,5 @@
-"""Sustained faults inside real Airflow DAG runs: a stop that holds, and failing fast without retries."""
+"""Sustained faults inside DAG runs in process (`dag.test()`): a stop that holds, and failing fast
+without retries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from importlib.metadata import version
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, DagRunResult
+from devtools.airflow_local import DagRunResult
+from tests.dag_runs import run_in_process
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 Run = tuple[DagRunResult, KiboEmulator]
@@ -23,22 +25,22 @@ def emulator() -> KiboEmulator:
 
 
 @pytest.fixture(scope="module")
-def stop_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def stop_run() -> Iterator[Run]:
     with emulator() as emu:
-        result = airflow_env.run_dag("kibo_bulk_stop", connections={"kibo_default": kibo_connection(emu)})
+        result = run_in_process("kibo_bulk_stop", connections={"kibo_default": kibo_connection(emu)})
         time.sleep(2)  # anything still running would reach the emulator meanwhile
         yield result, emu
 
 
 @pytest.fixture(scope="module")
-def fail_fast_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def fail_fast_run() -> Iterator[Run]:
     with emulator() as emu:
         emu.latency = 0
         connections = {
             "kibo_default": kibo_connection(emu),
             "kibo_wrong_secret": kibo_connection(emu, password="rotated-away"),
         }
-        yield airflow_env.run_dag("kibo_fail_fast", connections=connections), emu
+        yield run_in_process("kibo_fail_fast", connections=connections), emu
 
 
 def test_a_timed_out_bulk_run_sends_nothing_after_it_ended(stop_run: Run) -> None:

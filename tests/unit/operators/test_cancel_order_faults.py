@@ -1,4 +1,5 @@
-"""Faults met by CancelOrderOperator inside a real Airflow DAG run: outcomes, attempts and task tries."""
+"""Faults met by CancelOrderOperator inside a DAG run in process
+(`dag.test()`, against the emulator over HTTP): outcomes, attempts and task tries."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, DagRunResult
+from devtools.airflow_local import DagRunResult
+from tests.dag_runs import run_in_process
 from tests.support import (
     APP_KEY,
     OPEN_ORDERS,
@@ -22,7 +24,7 @@ Run = tuple[DagRunResult, KiboEmulator]
 
 
 @pytest.fixture(scope="module")
-def fault_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def fault_run() -> Iterator[Run]:
     with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
         emu.add_orders(OPEN_ORDERS)
         emu.inject("status", status=400, order_id=1051)
@@ -31,7 +33,7 @@ def fault_run(airflow_env: AirflowEnv) -> Iterator[Run]:
         # Applied, answer lost; the read-back then fails too, so the first task try fails retryably.
         emu.inject("drop_after_apply", order_id=1054)
         emu.inject("status", status=503, endpoint="get_order", times=2, order_id=1054)
-        result = airflow_env.run_dag(
+        result = run_in_process(
             "kibo_fault_injection",
             connections={
                 "kibo_default": kibo_connection(emu),

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, DagRunResult
+from devtools.airflow_local import DagRunResult
+from tests.dag_runs import run_in_process
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 Run = tuple[DagRunResult, KiboEmulator]
@@ -18,7 +19,7 @@ DAGS = Path(__file__).parents[2] / "dags"
 
 
 @pytest.fixture(scope="module")
-def deferral_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def deferral_run() -> Iterator[Run]:
     with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=0.02) as emu:
         emu.add_orders(range(1500, 1800))
         for order_id in (1500, 1620, 1680):
@@ -35,7 +36,7 @@ def deferral_run(airflow_env: AirflowEnv) -> Iterator[Run]:
             "kibo_default": kibo_connection(emu),
             "kibo_short_sleep": kibo_connection(emu, max_retry_wait=1),
         }
-        yield airflow_env.run_dag("kibo_deferral", connections=connections), emu
+        yield run_in_process("kibo_deferral", connections=connections), emu
 
 
 def cancels_of(emu: KiboEmulator, order_ids: range) -> list[int]:
