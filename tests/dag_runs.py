@@ -61,6 +61,17 @@ def _captured() -> Iterator[io.StringIO]:
         root.removeHandler(handler)
 
 
+def airflow_cli(*args: str) -> None:
+    """An `airflow` CLI command run in this process (Airflow's own parser and command), e.g.
+    ``airflow_cli("connections", "add", ...)`` against this process's database."""
+    from airflow.cli import cli_parser
+
+    _migrate()
+    parsed = cli_parser.get_parser().parse_args(list(args))
+    with _captured():
+        parsed.func(parsed)
+
+
 def run_in_process(
     dag_id: str,
     *,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from airflow_provider_kibo_cancel.exceptions import (
 )
 from airflow_provider_kibo_cancel.hooks import responses
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from devtools.airflow_local import AirflowEnv
+from tests.dag_runs import run_in_process
 from tests.support import kibo_connection, permanent_failure_line
 
 AIRFLOW_3_0 = version("apache-airflow-core").startswith("3.0.")
@@ -140,10 +139,9 @@ def test_a_non_list_items_value_is_kept_as_one_item() -> None:
 
 
 def test_a_failed_task_shows_kibos_explanation_once_with_a_short_traceback(
-    airflow_env: AirflowEnv, emulator: KiboEmulator
+    emulator: KiboEmulator,
 ) -> None:
-    env = AirflowEnv(airflow_env.home, Path(__file__).parents[2] / "dags")
-    result = env.run_dag("kibo_first_contact", connections={"kibo_default": kibo_connection(emulator)})
+    result = run_in_process("kibo_first_contact", connections={"kibo_default": kibo_connection(emulator)})
     assert result.state("reason_typo") == "failed"
     assert result.tries[("reason_typo", -1)] == 1  # a 400: no Airflow retries
     output = result.output

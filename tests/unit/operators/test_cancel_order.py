@@ -1,4 +1,5 @@
-"""CancelOrderOperator inside a real Airflow 3 DAG run, against the emulator over HTTP."""
+"""CancelOrderOperator inside a real Airflow 3 DAG run in process (`dag.test()`), against the emulator
+over HTTP."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, DagRunResult
+from devtools.airflow_local import DagRunResult
+from tests.dag_runs import airflow_cli, run_in_process
 from tests.support import (
     APP_KEY,
     CANCELED_ORDERS,
@@ -24,14 +26,14 @@ Run = tuple[DagRunResult, KiboEmulator]
 
 
 @pytest.fixture(scope="module")
-def contract_run(airflow_env: AirflowEnv) -> Iterator[Run]:
+def contract_run() -> Iterator[Run]:
     """One run of tests/dags/kibo_operator_contract.py (one run keeps Airflow's start-up cost down)."""
     emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
     emu.add_orders(OPEN_ORDERS)
     emu.add_orders(CANCELED_ORDERS, status="CANCELED")
     with emu:
         extra = kibo_connection(emu)["extra"]
-        airflow_env.airflow(
+        airflow_cli(
             "connections",
             "add",
             "kibo_cli",
@@ -46,7 +48,7 @@ def contract_run(airflow_env: AirflowEnv) -> Iterator[Run]:
             "--conn-extra",
             json.dumps(extra),
         )
-        result = airflow_env.run_dag(
+        result = run_in_process(
             "kibo_operator_contract",
             conf={"order_id": "1003", "reason": "other", "note": "Customer called support"},
             connections={"kibo_default": kibo_connection(emu)},
@@ -159,7 +161,7 @@ def test_secrets_and_tokens_never_reach_the_logs(contract_run: Run) -> None:
     result, emu = contract_run
     tokens = set(emu.issued_tokens())
     assert tokens and all(len(t) > 20 for t in tokens)
-    # `airflow dags test` prints every task's log; make sure they are really there before searching them.
+    # The run's output holds every task's log; make sure they are really there before searching them.
     assert "Order 1001: orderStatus CANCELED" in result.output
     assert SHARED_SECRET not in result.output
     for token in tokens:
