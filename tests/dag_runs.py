@@ -79,13 +79,15 @@ def run_in_process(
     connections: dict[str, dict[str, Any]] | None = None,
     dag_file: Path | None = None,
 ) -> DagRunResult:
-    """`dag.test()` one run of ``dag_id`` (from ``dag_file``, default tests/dags/<dag_id>.py's folder)."""
+    """`dag.test()` one run of ``dag_id`` (from ``dag_file``, default: the file of tests/dags defining it)."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     _migrate()
-    bag = DagBag(str(dag_file or DAGS))
+    if dag_file is None:  # the file that defines it (parsing one file, not the whole folder)
+        dag_file = next(p for p in sorted(DAGS.glob("*.py")) if f"def {dag_id}(" in p.read_text())
+    bag = DagBag(str(dag_file))
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[dag_id]
     with _connections(connections or {}), _captured() as out:

@@ -1,4 +1,5 @@
-"""Test DAGs: BulkCancelOrdersOperator in real Airflow; tests/test_bulk_cancel.py drives them."""
+"""Test DAGs: BulkCancelOrdersOperator in real Airflow; tests/unit/operators/test_bulk_cancel*.py run
+them."""
 
 from __future__ import annotations
 
@@ -35,13 +36,6 @@ def kibo_bulk_cancel() -> None:
         fail_on_error=False,
     )
     BulkCancelOrdersOperator(
-        task_id="storm",
-        orders=list(range(1100, 1300)),
-        disposition_reason="customer_changed_mind",
-        max_concurrency=8,
-        progress_interval=0.5,
-    )
-    BulkCancelOrdersOperator(
         task_id="from_conf",
         orders="{{ dag_run.conf['orders'] }}",
         disposition_reason="{{ dag_run.conf['reason'] }}",
@@ -65,6 +59,18 @@ def kibo_bulk_cancel() -> None:
 
 
 @dag(schedule=None, catchup=False, tags=["test"])
+def kibo_bulk_storm() -> None:
+    """A 429 storm, in a DAG of its own: its 25 one-second pauses run beside the other DAG runs."""
+    BulkCancelOrdersOperator(
+        task_id="storm",
+        orders=list(range(1100, 1300)),
+        disposition_reason="customer_changed_mind",
+        max_concurrency=8,
+        progress_interval=0.5,
+    )
+
+
+@dag(schedule=None, catchup=False, tags=["test"])
 def kibo_bulk_rerun() -> None:
     BulkCancelOrdersOperator(
         task_id="cancel", orders=list(range(1600, 1620)), disposition_reason="created_by_mistake"
@@ -72,4 +78,5 @@ def kibo_bulk_rerun() -> None:
 
 
 kibo_bulk_cancel()
+kibo_bulk_storm()
 kibo_bulk_rerun()
