@@ -39,10 +39,15 @@ INTEGRATION = Path(__file__).parent / "integration"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration needs Airflow processes: marked `integration` by its path."""
+    """Everything under tests/integration needs Airflow processes: marked `integration` by its path.
+    Those files, the longest, are handed out first, so that with files spread over workers
+    (pytest-xdist's loadfile) the run does not end waiting on one of them."""
     for item in items:
         if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)
+    items.sort(
+        key=lambda item: (INTEGRATION not in item.path.parents, not item.get_closest_marker("dag_run"))
+    )
 
 
 @pytest.fixture

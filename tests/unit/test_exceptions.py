@@ -29,6 +29,8 @@ from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from tests.dag_runs import run_in_process
 from tests.support import kibo_connection, permanent_failure_line
 
+pytestmark = pytest.mark.dag_run
+
 AIRFLOW_3_0 = version("apache-airflow-core").startswith("3.0.")
 TYPO_ITEM = "dispositionReason 'created_by_mistak' is not a valid disposition reason"
 

@@ -12,6 +12,8 @@ from devtools.airflow_local import DagRunResult
 from tests.dag_runs import run_in_process
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
+pytestmark = pytest.mark.dag_run
+
 Run = tuple[DagRunResult, KiboEmulator]
 
 

@@ -13,6 +13,8 @@ from tests.dag_runs import run_in_process
 from tests.support import kibo_connection
 from tests.unit.operators.test_bulk_cancel import Run, emulator_with_orders
 
+pytestmark = pytest.mark.dag_run
+
 
 @pytest.fixture(scope="module")
 def bulk_run() -> Iterator[Run]:

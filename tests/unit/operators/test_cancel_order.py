@@ -22,6 +22,8 @@ from tests.support import (
     permanent_failure_line,
 )
 
+pytestmark = pytest.mark.dag_run
+
 Run = tuple[DagRunResult, KiboEmulator]
 
 

@@ -20,6 +20,8 @@ from tests.support import (
     permanent_failure_line,
 )
 
+pytestmark = pytest.mark.dag_run
+
 Run = tuple[DagRunResult, KiboEmulator]
 
 
