@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,8 +22,12 @@ from tests.support import (
     OPEN_ORDERS,
     SHARED_SECRET,
     TENANT,
+    Connect,
     kibo_connection,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
 # Airflow reads its configuration when first imported: keep it away from ~/airflow and quiet. Each
 # pytest process (each xdist worker) has an Airflow home of its own, for in-process DAG runs
@@ -65,9 +70,24 @@ def emulator() -> Iterator[KiboEmulator]:
 
 
 @pytest.fixture
-def kibo_conn(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> KiboEmulator:
-    """`kibo_default` set through AIRFLOW_CONN_KIBO_DEFAULT, pointing at the emulator."""
-    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(emulator)))
+def connect(monkeypatch: pytest.MonkeyPatch) -> Connect:
+    """The one factory of emulator-backed connections: ``connect(emu, conn_id="kibo_default", **extra)``
+    sets AIRFLOW_CONN_<CONN_ID> for this test (the JSON form of ``tests.support.kibo_connection``: fast
+    retries unless ``extra`` overrides them) and returns a new KiboHook on it."""
+
+    def connect_to(emu: KiboEmulator | str, conn_id: str = "kibo_default", **extra: Any) -> KiboHook:
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(kibo_connection(emu, **extra)))
+        return KiboHook(conn_id)
+
+    return connect_to
+
+
+@pytest.fixture
+def kibo_conn(emulator: KiboEmulator, connect: Connect) -> KiboEmulator:
+    """The emulator, with `kibo_default` pointing at it (through ``connect``)."""
+    connect(emulator)
     return emulator
 
 

@@ -7,11 +7,14 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+
+if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
 APP_KEY = "demo-app-key"
 SHARED_SECRET = "s3cr3t-shared-value-4711"
@@ -34,6 +37,12 @@ def kibo_connection(emu: KiboEmulator | str, **extra: Any) -> dict[str, Any]:
         "host": emu if isinstance(emu, str) else emu.url,
         "extra": fields,
     }
+
+
+class Connect(Protocol):
+    """The `connect` fixture (tests/conftest.py): ``connect(emu, conn_id="kibo_default", **extra)``."""
+
+    def __call__(self, emu: KiboEmulator | str, conn_id: str = ..., **extra: Any) -> KiboHook: ...
 
 
 CHROMIUM = "/usr/bin/chromium"

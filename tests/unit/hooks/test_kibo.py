@@ -20,13 +20,7 @@ from airflow_provider_kibo_cancel.exceptions import (
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.models import CancelOrderRequest
-from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, kibo_connection
-
-
-def use_connection(
-    monkeypatch: pytest.MonkeyPatch, emu: KiboEmulator, conn_id: str = "kibo_default", **extra: object
-) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(kibo_connection(emu, **extra)))
+from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, Connect
 
 
 def test_cancel_sends_exactly_the_specified_request(kibo_conn: KiboEmulator) -> None:
@@ -54,9 +48,9 @@ def test_cancel_sends_exactly_the_specified_request(kibo_conn: KiboEmulator) -> 
 
 
 def test_other_reason_carries_its_explanation_and_site_header(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    use_connection(monkeypatch, emulator, site_id="50525")
+    connect(emulator, site_id="50525")
     KiboHook().cancel_order(1002, "other", "  Duplicate of 1001 ")
     cancel = emulator.requests_to("cancel")[0]
     assert cancel.body == {
@@ -98,11 +92,9 @@ def test_a_second_401_is_an_authentication_error(kibo_conn: KiboEmulator) -> Non
     assert kibo_conn.order(1008)["orderStatus"] == "OPEN"  # type: ignore[index]
 
 
-def test_token_is_refreshed_before_it_expires(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_token_is_refreshed_before_it_expires(emulator: KiboEmulator, connect: Connect) -> None:
     emulator.token_ttl = 2  # refreshed 0.2 s ahead of expiry
-    use_connection(monkeypatch, emulator)
+    connect(emulator)
     hook = KiboHook()
     hook.get_order(1009)
     time.sleep(1.9)
@@ -111,10 +103,8 @@ def test_token_is_refreshed_before_it_expires(
     assert len(emulator.requests_to("get_order")) == 2  # no 401 was needed
 
 
-def test_wrong_secret_is_named_without_the_secret(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use_connection(monkeypatch, emulator, password="wrong-secret-999")
+def test_wrong_secret_is_named_without_the_secret(emulator: KiboEmulator, connect: Connect) -> None:
+    connect(emulator, password="wrong-secret-999")
     with pytest.raises(KiboAuthenticationError) as caught:
         KiboHook().cancel_order(1010, "created_by_mistake")
     message = str(caught.value)
@@ -124,20 +114,20 @@ def test_wrong_secret_is_named_without_the_secret(
     assert emulator.requests_to("cancel") == []
 
 
-def test_pre_issued_access_token(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pre_issued_access_token(emulator: KiboEmulator, connect: Connect) -> None:
     token = requests.post(
         emulator.url + "/api/platform/applications/authtickets/oauth",
         json={"client_id": APP_KEY, "client_secret": SHARED_SECRET, "grant_type": "client_credentials"},
         timeout=5,
     ).json()["access_token"]
-    use_connection(monkeypatch, emulator, login="", password="", access_token=token)
+    connect(emulator, login="", password="", access_token=token)
     KiboHook().cancel_order(1011, "created_by_mistake")
     assert len(emulator.requests_to("oauth")) == 1  # only the test's own
     assert emulator.requests_to("cancel")[0].headers["authorization"] == f"Bearer {emulator.redacted(token)}"
 
 
-def test_unknown_tenant_is_forbidden(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_connection(monkeypatch, emulator, tenant_id="99999")
+def test_unknown_tenant_is_forbidden(emulator: KiboEmulator, connect: Connect) -> None:
+    connect(emulator, tenant_id="99999")
     with pytest.raises(KiboForbiddenError, match="HTTP 403"):
         KiboHook().cancel_order(1012, "created_by_mistake")
 
@@ -212,10 +202,8 @@ def test_test_connection_succeeds_without_touching_orders(kibo_conn: KiboEmulato
     assert [r.endpoint for r in kibo_conn.requests] == ["oauth", "get_order"]
 
 
-def test_test_connection_names_a_wrong_secret(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use_connection(monkeypatch, emulator, password="nope-123")
+def test_test_connection_names_a_wrong_secret(emulator: KiboEmulator, connect: Connect) -> None:
+    connect(emulator, password="nope-123")
     ok, message = KiboHook().test_connection()
     assert not ok
     # One statement of the problem, not "rejected the credentials: ... refused the ..."
@@ -226,11 +214,10 @@ def test_test_connection_names_a_wrong_secret(
     assert "nope-123" not in message
 
 
-def test_test_connection_names_an_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_test_connection_names_an_unreachable_host(connect: Connect) -> None:
     with KiboEmulator() as emu:
-        conn = kibo_connection(emu)
-    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(conn))  # the emulator is gone now
-    ok, message = KiboHook().test_connection()
+        url = emu.url
+    ok, message = connect(url).test_connection()  # the emulator is gone now
     assert not ok
     assert message.startswith("Kibo is unreachable")
 
@@ -242,10 +229,10 @@ def test_test_connection_names_a_bad_configuration(monkeypatch: pytest.MonkeyPat
     assert "tenant_id' is required" in message
 
 
-def test_a_dropped_hook_is_freed_at_once(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dropped_hook_is_freed_at_once(emulator: KiboEmulator, connect: Connect) -> None:
     """No reference cycle through the hook: code that makes a hook per call frees each hook's session
     and its keep-alive socket when the hook goes, not whenever the cycle collector runs."""
-    use_connection(monkeypatch, emulator)
+    connect(emulator)
     hook = KiboHook()
     hook.get_order(1001)
     session = weakref.ref(hook.session)

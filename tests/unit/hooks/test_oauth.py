@@ -20,7 +20,7 @@ from airflow_provider_kibo_cancel.exceptions import (
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.hooks.oauth import FALLBACK_TOKEN_LIFETIME
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, KiboConnectionSettings
-from tests.support import APP_KEY, SHARED_SECRET, kibo_connection
+from tests.support import APP_KEY, SHARED_SECRET, Connect
 
 URL_PASSWORD = "url-pa/ss:w#rd-8812"  # holds the characters a URL parser splits on
 
@@ -34,6 +34,7 @@ def masked(text: str) -> str:
 
 
 def use(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], conn_id: str = "kibo_sec") -> KiboHook:
+    """A hook on a connection that is not the emulator's (for those: the `connect` fixture)."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
     return KiboHook(conn_id)
 
@@ -136,13 +137,11 @@ def test_the_opt_in_must_be_a_boolean() -> None:
     ],
 )
 def test_credentials_in_a_url_are_refused_and_never_echoed(
-    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, host: str | None, extra: dict[str, Any]
+    kibo_conn: KiboEmulator, connect: Connect, host: str | None, extra: dict[str, Any]
 ) -> None:
-    conn = kibo_connection(kibo_conn, **extra)
-    if host is not None:
-        conn["host"] = host
+    hook = connect(kibo_conn if host is None else host, "kibo_sec", **extra)
     with pytest.raises(KiboConfigurationError) as caught:
-        use(monkeypatch, conn).cancel_order(1001, "created_by_mistake")
+        hook.cancel_order(1001, "created_by_mistake")
     message = str(caught.value)
     assert "must not contain credentials (user:password@)" in message
     assert "***@" in message
@@ -228,8 +227,8 @@ def test_an_oauth_error_body_is_never_quoted(kibo_conn: KiboEmulator) -> None:
     assert "Maintenance" not in message and "<html>" not in message
 
 
-def test_kibos_own_error_message_is_kept(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    hook = use(monkeypatch, kibo_connection(emulator, password="wrong-secret-999"))
+def test_kibos_own_error_message_is_kept(emulator: KiboEmulator, connect: Connect) -> None:
+    hook = connect(emulator, "kibo_sec", password="wrong-secret-999")
     with pytest.raises(KiboAuthenticationError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
     assert "errorCode UNAUTHORIZED; Kibo says: Invalid application key or shared secret" in str(caught.value)

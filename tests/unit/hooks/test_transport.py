@@ -29,18 +29,17 @@ from airflow_provider_kibo_cancel.exceptions import (
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, tls_server_context
-from tests.unit.hooks.test_policy import hook_for
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, Connect, tls_server_context
 
 TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"
 
 
 def test_a_dead_cancel_route_opens_its_circuit_while_get_order_still_answers(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     # Kibo's failures are per route: every cancel answers 503 while Get Order answers 200. The
     # read-backs' answers must not keep the cancel route's breaker closed.
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.01)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.01)
     hook.authenticate()
     emulator.inject("status", endpoint="cancel", status=503, times=None)
     plan = plan_bulk_cancel(list(range(1000, 1060)), "created_by_mistake")
@@ -70,7 +69,7 @@ class _PermissionChangedAfterTheFirstToken(KiboEmulator):
 
 
 def test_workers_whose_403_came_with_a_replaced_token_repeat_with_the_new_one(
-    monkeypatch: pytest.MonkeyPatch,
+    connect: Connect,
 ) -> None:
     # Eight workers in flight on a token refused with 403: one fetches a new token, the others must use
     # it rather than count their 403s as refusals (three in a row would halt the run).
@@ -78,7 +77,7 @@ def test_workers_whose_403_came_with_a_replaced_token_repeat_with_the_new_one(
     emu.add_orders(range(1000, 1040))
     emu.latency = 0.2
     with emu:
-        hook = hook_for(emu, monkeypatch)
+        hook = connect(emu, "kibo_faults")
         plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
         outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
     assert outcome.halted is None and outcome.count(CANCELED) == 40
@@ -86,12 +85,12 @@ def test_workers_whose_403_came_with_a_replaced_token_repeat_with_the_new_one(
 
 
 def test_an_oauth_read_timeout_leaves_the_cancel_not_sent_and_reads_nothing_back(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     # The token request times out on every attempt: no cancel went out, so there is nothing to read
     # back (that used to cost a second full OAuth schedule) and the order is not attempted.
     emulator.inject("latency", endpoint="oauth", delay=1.0, times=None)
-    hook = hook_for(emulator, monkeypatch, timeout=0.3, max_attempts=3)
+    hook = connect(emulator, "kibo_faults", timeout=0.3, max_attempts=3)
     with pytest.raises(KiboTransportError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
     assert not caught.value.sent and not caught.value.may_have_applied
@@ -102,9 +101,9 @@ def test_an_oauth_read_timeout_leaves_the_cancel_not_sent_and_reads_nothing_back
 
 
 def test_a_bulk_run_counts_orders_behind_a_failed_token_request_as_not_attempted(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, timeout=0.3, max_attempts=2)
+    hook = connect(emulator, "kibo_faults", timeout=0.3, max_attempts=2)
     emulator.inject("latency", endpoint="oauth", delay=1.0, times=None)
     plan = plan_bulk_cancel([1001, 1002, 1003], "created_by_mistake")
     outcome = BulkRun(hook, plan.requests, max_concurrency=1).run()
@@ -113,9 +112,9 @@ def test_a_bulk_run_counts_orders_behind_a_failed_token_request_as_not_attempted
 
 
 def test_a_pre_issued_token_with_a_line_break_is_refused_without_quoting_it(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, login="", password="", access_token=TOKEN_WITH_A_LINE_BREAK)
+    hook = connect(emulator, "kibo_faults", login="", password="", access_token=TOKEN_WITH_A_LINE_BREAK)
     with pytest.raises(KiboConfigurationError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
     message = str(caught.value)
@@ -126,22 +125,22 @@ def test_a_pre_issued_token_with_a_line_break_is_refused_without_quoting_it(
 
 
 def test_an_issued_token_with_a_line_break_is_an_error_that_does_not_quote_it(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     emulator.inject("token_fields", endpoint="oauth", fields={"access_token": TOKEN_WITH_A_LINE_BREAK})
     with pytest.raises(KiboResponseError) as caught:
-        hook_for(emulator, monkeypatch, max_attempts=1).cancel_order(1001, "created_by_mistake")
+        connect(emulator, "kibo_faults", max_attempts=1).cancel_order(1001, "created_by_mistake")
     assert "the token holds a line break" in str(caught.value)
     assert "first-half" not in str(caught.value) and "second-half" not in str(caught.value)
     assert emulator.requests_to("cancel") == []
 
 
 def test_a_429_without_retry_after_pauses_every_worker_and_one_request_probes(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     # A proxy's or WAF's 429 gives no Retry-After. Every worker must still stand back for the backoff,
     # and one request probes the wall before the others resume (8 workers sent 27 into a 2 s wall).
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.5, max_attempts=8)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.5, max_attempts=8)
     hook.authenticate()
     wall_ends = time.time() + 2.0  # the emulator records wall-clock times
     emulator.inject("status", status=429, retry_after="", times=None, seconds=2.0)
@@ -154,11 +153,11 @@ def test_a_429_without_retry_after_pauses_every_worker_and_one_request_probes(
 
 
 def test_a_429_wall_that_outlasts_the_retries_halts_the_run_as_rate_limited(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     # A WAF's 429 without Retry-After, for good: three orders in a row that used up their attempts on
     # it halt the run instead of giving each of 10,000 orders its whole retry schedule.
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.01, max_attempts=3)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.01, max_attempts=3)
     hook.authenticate()
     emulator.inject("status", status=429, retry_after="", times=None)
     plan = plan_bulk_cancel(list(range(1000, 1100)), "created_by_mistake")
@@ -169,9 +168,9 @@ def test_a_429_wall_that_outlasts_the_retries_halts_the_run_as_rate_limited(
 
 
 def test_a_short_retry_after_on_the_last_attempt_still_pauses_the_other_workers(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, max_attempts=1)
+    hook = connect(emulator, "kibo_faults", max_attempts=1)
     hook.authenticate()
     emulator.latency = 0.05
     emulator.inject("status", status=429, retry_after="2", order_id=1003)
@@ -186,12 +185,12 @@ def test_a_short_retry_after_on_the_last_attempt_still_pauses_the_other_workers(
 
 
 def test_an_answer_that_drips_in_ends_at_the_read_timeout_and_is_settled(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     # Kibo applied the cancel, then its answer arrives a byte every 0.2 s: each read gets data within
     # the 1 s read timeout, so only a deadline on the whole answer ends it.
     emulator.inject("drip_after_apply", delay=0.2)
-    hook = hook_for(emulator, monkeypatch, timeout=1)
+    hook = connect(emulator, "kibo_faults", timeout=1)
     started = time.monotonic()
     result = hook.cancel(CancelOrderRequest.from_raw(1001, "created_by_mistake"))
     assert time.monotonic() - started < 5  # about 1 s of dripping, not the ~80 s the whole body takes
@@ -215,7 +214,7 @@ class _OneShotKibo(BaseHTTPRequestHandler):
         self.wfile.write(data.encode())
 
 
-def test_answers_that_close_their_connection_are_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answers_that_close_their_connection_are_read_whole(connect: Connect) -> None:
     # http.client closes a connection whose answer says it will close before reading the body; the
     # hook's sockets must keep the body readable until then, as a plain socket does.
     server = ThreadingHTTPServer(("127.0.0.1", 0), _OneShotKibo)
@@ -223,8 +222,7 @@ def test_answers_that_close_their_connection_are_read_whole(monkeypatch: pytest.
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        conn = kibo_connection(url, login="", password="", access_token="tok-123")
-        monkeypatch.setenv("AIRFLOW_CONN_KIBO_HTTP10", json.dumps(conn))
+        connect(url, "kibo_http10", login="", password="", access_token="tok-123")
         hook = KiboHook("kibo_http10", max_attempts=1)
         for order_id in (1001, 1002, 1003):
             assert hook.cancel_order(order_id, "created_by_mistake")["orderID"] == order_id
@@ -274,12 +272,12 @@ def relay_proxy(emulator: KiboEmulator) -> Iterator[str]:
 
 
 def test_through_a_proxy_a_dripping_answer_still_ends_at_the_read_timeout(
-    emulator: KiboEmulator, relay_proxy: str, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, relay_proxy: str, monkeypatch: pytest.MonkeyPatch, connect: Connect
 ) -> None:
     # requests builds a proxy's connection pools itself: they must be the hook's too.
     monkeypatch.setenv("HTTP_PROXY", relay_proxy)
     monkeypatch.setenv("http_proxy", relay_proxy)
-    hook = hook_for(emulator, monkeypatch, timeout=1)
+    hook = connect(emulator, "kibo_faults", timeout=1)
     hook.authenticate()
     emulator.inject("drip_after_apply", delay=0.25)
     started = time.monotonic()
@@ -321,12 +319,11 @@ def slow_handshake_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[byte
 
 
 def test_a_request_still_in_its_tls_handshake_when_stopped_is_never_sent(
-    slow_handshake_server: tuple[int, Path, list[bytes]], monkeypatch: pytest.MonkeyPatch
+    slow_handshake_server: tuple[int, Path, list[bytes]], monkeypatch: pytest.MonkeyPatch, connect: Connect
 ) -> None:
     port, cert, received = slow_handshake_server
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    conn = kibo_connection(f"https://127.0.0.1:{port}", login="", password="", access_token="tok-123")
-    monkeypatch.setenv("AIRFLOW_CONN_KIBO_TLS", json.dumps(conn))
+    connect(f"https://127.0.0.1:{port}", "kibo_tls", login="", password="", access_token="tok-123")
     hook = KiboHook("kibo_tls", timeout=5)
     threading.Timer(0.5, hook.stop).start()
     with pytest.raises(KiboStoppedError) as caught:
@@ -337,16 +334,18 @@ def test_a_request_still_in_its_tls_handshake_when_stopped_is_never_sent(
 
 
 def test_the_order_id_field_follows_the_connection_and_a_400_naming_it_says_how_to_switch(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     emulator.order_id_field = "orderID"  # a tenant that spells it as Kibo's own pages do
     with pytest.raises(KiboBadRequestError) as caught:
-        hook_for(emulator, monkeypatch).cancel_order(1001, "created_by_mistake")
+        connect(emulator, "kibo_faults").cancel_order(1001, "created_by_mistake")
     message = str(caught.value)
     assert "sent as 'orderId'" in message and "set extra order_id_field to 'orderID'" in message
     assert "'kibo_faults'" in message
 
-    order = hook_for(emulator, monkeypatch, order_id_field="orderID").cancel_order(1002, "created_by_mistake")
+    order = connect(emulator, "kibo_faults", order_id_field="orderID").cancel_order(
+        1002, "created_by_mistake"
+    )
     assert order["orderStatus"] == "CANCELED"
     assert emulator.requests_to("cancel")[-1].body == {
         "orderID": 1002,
@@ -354,10 +353,8 @@ def test_the_order_id_field_follows_the_connection_and_a_400_naming_it_says_how_
     }
 
 
-def test_an_unknown_order_id_field_is_a_configuration_error(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unknown_order_id_field_is_a_configuration_error(emulator: KiboEmulator, connect: Connect) -> None:
     with pytest.raises(KiboConfigurationError, match="extra 'order_id_field' must be 'orderId'"):
-        hook_for(emulator, monkeypatch, order_id_field="order_id").cancel_order(1001, "created_by_mistake")
+        connect(emulator, "kibo_faults", order_id_field="order_id").cancel_order(1001, "created_by_mistake")
     assert emulator.requests == []
     assert TENANT  # the connection was otherwise valid

@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
 from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-from tests.support import assert_no_retry, permanent_errors
+from tests.support import Connect, assert_no_retry, permanent_errors
 
 
 class _TaskInstance:
@@ -138,12 +138,11 @@ def test_progress_lines_while_workers_insert_do_not_stop_the_run(
 
 
 def test_a_run_without_a_progress_callback_waits_without_spinning(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
-    from tests.unit.hooks.test_policy import hook_for
 
-    hook = hook_for(emulator, monkeypatch)
+    hook = connect(emulator, "kibo_faults")
     hook.authenticate()
     emulator.latency = 1.5  # the workers wait on the wire; the thread in run() has nothing to do
     plan = plan_bulk_cancel([1001, 1002], "created_by_mistake")

@@ -41,8 +41,7 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     STOPPED,
     BulkRun,
 )
-from tests.support import SHARED_SECRET, TENANT, tls_server_context
-from tests.unit.hooks.test_policy import hook_for
+from tests.support import SHARED_SECRET, TENANT, Connect, tls_server_context
 
 
 def closed_port() -> int:
@@ -56,10 +55,10 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("fault", ["truncated_after_apply", "undecodable_after_apply", "drop_after_apply"])
 def test_an_answer_lost_after_the_cancel_was_applied_is_settled_by_reading_back(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch, fault: str
+    emulator: KiboEmulator, connect: Connect, fault: str
 ) -> None:
     emulator.inject(fault)  # type: ignore[arg-type]
-    result = hook_for(emulator, monkeypatch).cancel(
+    result = connect(emulator, "kibo_faults").cancel(
         plan_bulk_cancel([1001], "created_by_mistake").requests[0]
     )
     assert result.order["orderStatus"] == "CANCELED"
@@ -87,22 +86,20 @@ def test_connection_refused_never_reached_kibo(monkeypatch: pytest.MonkeyPatch) 
     assert "GET" not in str(error)
 
 
-def test_a_redirect_is_never_followed(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_redirect_is_never_followed(emulator: KiboEmulator, connect: Connect) -> None:
     emulator.inject("redirect", status=307)
     with pytest.raises(KiboRedirectError) as caught:
-        hook_for(emulator, monkeypatch).cancel_order(1002, "created_by_mistake")
+        connect(emulator, "kibo_faults").cancel_order(1002, "created_by_mistake")
     assert "redirected to https://elsewhere.invalid/x" in str(caught.value)
     assert not caught.value.retryable
     assert len(emulator.requests_to("cancel")) == 1
     assert emulator.cancels_applied(1002) == 0
 
 
-def test_a_redirected_oauth_request_is_not_resent(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_redirected_oauth_request_is_not_resent(emulator: KiboEmulator, connect: Connect) -> None:
     emulator.inject("redirect", endpoint="oauth", status=308)
     with pytest.raises(KiboRedirectError, match="never followed"):
-        hook_for(emulator, monkeypatch).cancel_order(1002, "created_by_mistake")
+        connect(emulator, "kibo_faults").cancel_order(1002, "created_by_mistake")
     assert len(emulator.requests_to("oauth")) == 1  # the shared secret went nowhere else
     assert emulator.requests_to("cancel") == []
 
@@ -121,19 +118,19 @@ def tls_emulator(tmp_path: Path) -> Iterator[tuple[KiboEmulator, Path]]:
 
 
 def test_an_untrusted_certificate_is_permanent_and_says_what_to_do(
-    tls_emulator: tuple[KiboEmulator, Path], monkeypatch: pytest.MonkeyPatch
+    tls_emulator: tuple[KiboEmulator, Path], monkeypatch: pytest.MonkeyPatch, connect: Connect
 ) -> None:
     emu, cert = tls_emulator
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     with pytest.raises(KiboTLSError) as caught:
-        hook_for(emu, monkeypatch, login="demo-app-key").cancel_order(1003, "created_by_mistake")
+        connect(emu, "kibo_faults", login="demo-app-key").cancel_order(1003, "created_by_mistake")
     assert not caught.value.retryable
     assert "REQUESTS_CA_BUNDLE" in str(caught.value)
     assert "OAuth token request failed: TLS error" in str(caught.value)
     # The advice works: with the bundle named, the same connection cancels.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    hook = hook_for(emu, monkeypatch, login="demo-app-key")
+    hook = connect(emu, "kibo_faults", login="demo-app-key")
     assert hook.cancel_order(1003, "created_by_mistake")["orderStatus"] == "CANCELED"
 
 
@@ -153,13 +150,11 @@ def test_retry_after_forms() -> None:
 
 
 @pytest.mark.parametrize("header", ["0", "\u0661", "past-date"])
-def test_every_retry_waits_at_least_the_floor(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch, header: str
-) -> None:
+def test_every_retry_waits_at_least_the_floor(emulator: KiboEmulator, connect: Connect, header: str) -> None:
     if header == "past-date":
         header = formatdate(time.time() - 3600, usegmt=True)
     emulator.inject("status", status=429, retry_after=header, times=3)
-    hook = hook_for(emulator, monkeypatch, backoff_base=0)
+    hook = connect(emulator, "kibo_faults", backoff_base=0)
     hook.cancel_order(1004, "created_by_mistake")
     times = [r.received_at for r in emulator.requests_to("cancel")]
     assert len(times) == 4
@@ -167,10 +162,8 @@ def test_every_retry_waits_at_least_the_floor(
     assert min(gaps) >= MIN_RETRY_WAIT * 0.9, gaps
 
 
-def test_a_429_pause_holds_threads_waiting_for_a_rate_slot(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hook_for(emulator, monkeypatch)
+def test_a_429_pause_holds_threads_waiting_for_a_rate_slot(emulator: KiboEmulator, connect: Connect) -> None:
+    connect(emulator, "kibo_faults")
     hook = KiboHook("kibo_faults", requests_per_second=8)
     hook.get_order(1010)  # token and connection first
     emulator.inject("status", endpoint="get_order", status=429, retry_after="2", times=1)
@@ -209,9 +202,9 @@ def test_the_breaker_opens_only_after_several_calls_fail_with_no_answer_meanwhil
 
 
 def test_a_kibo_that_is_down_stops_a_bulk_run_within_one_retry_schedule(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.05)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.05)
     hook.authenticate()
     emulator.inject("status", endpoint=None, status=503, times=None)
     plan = plan_bulk_cancel(list(range(1000, 1100)), "created_by_mistake")
@@ -226,9 +219,9 @@ def test_a_kibo_that_is_down_stops_a_bulk_run_within_one_retry_schedule(
 
 
 def test_threads_sharing_a_hook_in_user_code_share_the_breaker(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.05, max_attempts=3)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.05, max_attempts=3)
     hook.authenticate()
     emulator.inject("status", endpoint=None, status=503, times=None)
 
@@ -246,9 +239,9 @@ def test_threads_sharing_a_hook_in_user_code_share_the_breaker(
 
 
 def test_refused_credentials_cost_one_oauth_request_for_every_thread(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, password="wrong-secret")
+    hook = connect(emulator, "kibo_faults", password="wrong-secret")
     plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
     outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
     assert len(emulator.requests_to("oauth")) == 1
@@ -259,11 +252,9 @@ def test_refused_credentials_cost_one_oauth_request_for_every_thread(
     assert len(emulator.requests_to("oauth")) == 1
 
 
-def test_an_oauth_outage_is_tried_once_for_the_whole_run(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_oauth_outage_is_tried_once_for_the_whole_run(emulator: KiboEmulator, connect: Connect) -> None:
     emulator.inject("status", endpoint="oauth", status=503, times=None)
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.05, max_attempts=3)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.05, max_attempts=3)
     plan = plan_bulk_cancel(list(range(1000, 1040)), "created_by_mistake")
     outcome = BulkRun(hook, plan.requests, max_concurrency=8).run()
     # Each worker's token request waits for the one in progress; 3 failed fetches open the circuit.
@@ -274,9 +265,9 @@ def test_an_oauth_outage_is_tried_once_for_the_whole_run(
 
 
 def test_a_failed_refresh_after_a_possibly_applied_attempt_still_reads_back(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, backoff_base=0.05, max_attempts=2)
+    hook = connect(emulator, "kibo_faults", backoff_base=0.05, max_attempts=2)
     hook.authenticate()
     emulator.inject("status", status=503, times=1)  # may have applied
     emulator.inject("status", status=401, times=1)  # then the token is refused...
@@ -290,9 +281,9 @@ def test_a_failed_refresh_after_a_possibly_applied_attempt_still_reads_back(
 # --- stops that hold ----------------------------------------------------------------------------------
 
 
-def slow_run(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> BulkRun:
+def slow_run(emulator: KiboEmulator, connect: Connect) -> BulkRun:
     emulator.latency = 0.05
-    hook = hook_for(emulator, monkeypatch)
+    hook = connect(emulator, "kibo_faults")
     hook.authenticate()
     plan = plan_bulk_cancel(list(range(1000, 1100)), "created_by_mistake")
     return BulkRun(hook, plan.requests, max_concurrency=4)
@@ -304,9 +295,9 @@ def assert_nothing_sent_after(emulator: KiboEmulator, moment: float) -> None:
 
 
 def test_stop_ends_a_run_and_nothing_is_sent_after_it_returns(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    run = slow_run(emulator, monkeypatch)
+    run = slow_run(emulator, connect)
     threading.Timer(0.4, run.stop).start()
     outcome = run.run()
     ended = time.time()
@@ -321,10 +312,8 @@ def test_stop_ends_a_run_and_nothing_is_sent_after_it_returns(
     assert applied == {oid for oid, bucket in outcome.results.items() if bucket == CANCELED}
 
 
-def test_an_interrupt_stops_the_run_and_is_re_raised(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    run = slow_run(emulator, monkeypatch)
+def test_an_interrupt_stops_the_run_and_is_re_raised(emulator: KiboEmulator, connect: Connect) -> None:
+    run = slow_run(emulator, connect)
     # A real SIGINT, as Ctrl-C sends it (Python raises KeyboardInterrupt in the main thread); pytest-xdist
     # workers ignore SIGINT, so the default handler is put back for this test.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -341,10 +330,8 @@ def test_an_interrupt_stops_the_run_and_is_re_raised(
     assert run.outcome.count(NOT_ATTEMPTED) > 0
 
 
-def test_a_stopped_hook_sends_nothing_and_says_so(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hook = hook_for(emulator, monkeypatch)
+def test_a_stopped_hook_sends_nothing_and_says_so(emulator: KiboEmulator, connect: Connect) -> None:
+    hook = connect(emulator, "kibo_faults")
     hook.stop()
     with pytest.raises(KiboStoppedError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
@@ -353,9 +340,9 @@ def test_a_stopped_hook_sends_nothing_and_says_so(
 
 
 def test_a_retry_waiting_in_backoff_is_not_sent_after_a_stop(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, backoff_base=5)
+    hook = connect(emulator, "kibo_faults", backoff_base=5)
     hook.authenticate()
     emulator.inject("status", status=503, times=None)
     threading.Timer(0.5, hook.stop).start()
@@ -367,10 +354,8 @@ def test_a_retry_waiting_in_backoff_is_not_sent_after_a_stop(
     assert len(emulator.requests_to("cancel")) == 1
 
 
-def test_the_circuit_open_error_is_not_a_send(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hook = hook_for(emulator, monkeypatch)
+def test_the_circuit_open_error_is_not_a_send(emulator: KiboEmulator, connect: Connect) -> None:
+    hook = connect(emulator, "kibo_faults")
     hook._retry._breakers["cancel"] = CircuitBreaker(threshold=1)
     hook._retry.breaker("cancel").record_exhausted(time.monotonic(), "test")
     with pytest.raises(KiboCircuitOpenError) as caught:
@@ -388,18 +373,16 @@ def test_expired_date_math_sanity() -> None:
 # --- test_connection and on_kill -----------------------------------------------------------------------
 
 
-def test_test_connection_fails_on_a_404_that_is_not_kibos(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_test_connection_fails_on_a_404_that_is_not_kibos(emulator: KiboEmulator, connect: Connect) -> None:
     emulator.inject("html", endpoint="get_order", status=404)
-    ok, message = hook_for(emulator, monkeypatch).test_connection()
+    ok, message = connect(emulator, "kibo_faults").test_connection()
     assert not ok
     assert "does not answer like Kibo: GET /api/v2/order/1 gave HTTP 404 (text/html)" in message
     assert "Maintenance" in message  # an excerpt of what answered
 
 
-def test_test_connection_accepts_kibos_404(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    ok, message = hook_for(emulator, monkeypatch).test_connection()
+def test_test_connection_accepts_kibos_404(emulator: KiboEmulator, connect: Connect) -> None:
+    ok, message = connect(emulator, "kibo_faults").test_connection()
     assert ok, message  # the emulator has no order 1: Kibo's JSON 404
 
 
@@ -413,12 +396,12 @@ class _TaskInstance:
         self.pushed[key] = value
 
 
-def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, connect: Connect) -> None:
     from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     emulator.latency = 0.05
-    hook_for(emulator, monkeypatch)
+    connect(emulator, "kibo_faults")
     operator = BulkCancelOrdersOperator(
         task_id="bulk",
         orders=list(range(1000, 1100)),
@@ -440,15 +423,13 @@ def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: 
     assert sorted(everything) == list(range(1000, 1100))
 
 
-def test_a_kill_while_the_plan_is_checked_sends_nothing(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_kill_while_the_plan_is_checked_sends_nothing(emulator: KiboEmulator, connect: Connect) -> None:
     # SIGTERM can arrive before the run's hook exists (while the orders are validated): on_kill must
     # still hold, so the run that follows sends nothing.
     from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
-    hook_for(emulator, monkeypatch)
+    connect(emulator, "kibo_faults")
     operator = BulkCancelOrdersOperator(
         task_id="bulk",
         orders=list(range(1000, 1050)),
@@ -465,12 +446,12 @@ def test_a_kill_while_the_plan_is_checked_sends_nothing(
 
 
 def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
     from airflow_provider_kibo_cancel.exceptions import KiboStoppedError
     from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
-    hook_for(emulator, monkeypatch, backoff_base=4)
+    connect(emulator, "kibo_faults", backoff_base=4)
     emulator.inject("status", status=503, times=None)
     operator = CancelOrderOperator(
         task_id="one", order_id=1001, disposition_reason="created_by_mistake", kibo_conn_id="kibo_faults"
@@ -487,9 +468,9 @@ def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
 
 
 def test_a_long_retry_after_on_the_last_attempt_still_stops_every_worker(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, max_attempts=1)
+    hook = connect(emulator, "kibo_faults", max_attempts=1)
     hook.authenticate()
     # The 429 answers at once, every other cancel after 0.3 s: the first answer the run reads is the 429.
     # (With equal latencies another worker could read its 200 and send one more order in the moment
@@ -528,9 +509,9 @@ def test_a_probe_that_settles_nothing_lets_a_later_one_try() -> None:
 
 
 def test_a_tenant_kibo_refuses_stops_the_run_after_three_orders(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: KiboEmulator, connect: Connect
 ) -> None:
-    hook = hook_for(emulator, monkeypatch, tenant_id="99999")  # not authorised: 403 to every call
+    hook = connect(emulator, "kibo_faults", tenant_id="99999")  # not authorised: 403 to every call
     plan = plan_bulk_cancel(list(range(1000, 1050)), "created_by_mistake")
     outcome = BulkRun(hook, plan.requests, max_concurrency=2).run()
     assert outcome.halted == "forbidden"
@@ -541,10 +522,8 @@ def test_a_tenant_kibo_refuses_stops_the_run_after_three_orders(
     assert outcome.count(NOT_ATTEMPTED) >= 45
 
 
-def test_a_token_refused_even_after_a_refresh_stops_the_run(
-    emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hook = hook_for(emulator, monkeypatch)
+def test_a_token_refused_even_after_a_refresh_stops_the_run(emulator: KiboEmulator, connect: Connect) -> None:
+    hook = connect(emulator, "kibo_faults")
     hook.authenticate()
     emulator.inject("status", status=401, times=None)
     plan = plan_bulk_cancel(list(range(1000, 1050)), "created_by_mistake")

@@ -4,14 +4,13 @@ was never sent. In process, against the emulator over HTTP, with a fake task sta
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
-from tests.support import kibo_connection
+from tests.support import Connect
 from tests.unit.operators.test_ledger import FakeStore, _bulk, _single, cancels, context_for
 
 pytestmark = pytest.mark.newest_only  # the task state store and retry policies are Airflow 3.3's
@@ -82,12 +81,12 @@ def test_a_run_that_ends_for_good_counts_its_outcomes_with_retries_left(
 
 @pytest.mark.parametrize("walled", [1010, 1019], ids=["mid-run", "the-last-order"])
 def test_a_429_wall_is_retried_when_kibo_accepts_calls_again(
-    kibo_conn: KiboEmulator, walled: int, monkeypatch: pytest.MonkeyPatch
+    kibo_conn: KiboEmulator, walled: int, connect: Connect
 ) -> None:
     # The hook may sleep 1 s for a 429, so a 20 s Retry-After stops the run. When the wall meets the last
     # order nothing is left not_attempted; the retry must still come when Kibo said (it came after
     # retry_delay).
-    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(kibo_conn, max_retry_wait=1)))
+    connect(kibo_conn, max_retry_wait=1)
     kibo_conn.inject("status", status=429, retry_after="20", order_id=walled, times=None)
     operator = _bulk(orders=list(range(1000, 1020)), max_concurrency=1, deferrable=False)
     with pytest.raises(KiboBulkCancelError) as caught:
