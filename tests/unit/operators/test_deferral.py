@@ -1,23 +1,28 @@
-"""Deferrable operators: Kibo's long Retry-After is spent deferred (in `airflow dags test` and under a real
-scheduler and triggerer), cancels are sent only by workers, and a non-deferrable bulk run stops at a
-429 wall instead of firing into it."""
+"""Deferrable operators (operators/deferral.py): Kibo's long Retry-After is spent deferred in a DAG run in
+process (`dag.test()` runs the trigger inline), cancels are sent only by workers, and a non-deferrable
+bulk run stops at a 429 wall instead of firing into it; the deferral settings and budget directly. Under
+a real scheduler and triggerer: tests/integration/test_deferral_triggerer.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from airflow_provider_kibo_cancel._compat import TaskDeferred
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
+from airflow_provider_kibo_cancel.operators.deferral import defer_until_kibo_accepts, deferral_problems
+from airflow_provider_kibo_cancel.triggers.retry_after import KiboRetryAfterTrigger
 from devtools.airflow_local import DagRunResult
 from tests.dag_runs import run_in_process
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.unit.operators.test_ledger import _single
 
 pytestmark = pytest.mark.dag_run
 
 Run = tuple[DagRunResult, KiboEmulator]
-DAGS = Path(__file__).parents[2] / "dags"
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +125,51 @@ def test_a_non_deferrable_bulk_run_stops_at_a_429_wall(deferral_run: Run) -> Non
     assert "it accepts calls again at" in result.output
     applied = {i for i in range(1700, 1800) if emu.cancels_applied(i)}
     assert applied == set(summary["canceled"])
+
+
+# --- operators/deferral.py itself: the settings, the budget, the trigger it defers with ----------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "problems"),
+    [
+        ((True, 30, 3600), []),
+        ((False, 0, 0.5), []),
+        (("yes", 30, 3600), ["deferrable must be True or False, got 'yes'"]),
+        ((True, -1, 3600), ["defer_threshold must be a number of seconds >= 0, got -1"]),
+        ((True, 30, float("inf")), ["max_deferred_wait must be a number of seconds >= 0, got inf"]),
+        (
+            (True, True, "60"),
+            [
+                "defer_threshold must be a number of seconds >= 0, got True",
+                "max_deferred_wait must be a number of seconds >= 0, got '60'",
+            ],
+        ),
+    ],
+)
+def test_deferral_settings_are_checked_with_every_problem_named(
+    settings: tuple[object, object, object], problems: list[str]
+) -> None:
+    assert deferral_problems(*settings) == problems
+
+
+def test_a_wait_within_the_budget_defers_with_the_state_and_the_time_spent() -> None:
+    operator = _single(1001, deferrable=True)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as caught:
+        defer_until_kibo_accepts(
+            operator, wait=20, state={"deferred_seconds": 5.0, "left": [1001]}, max_deferred_wait=60
+        )
+    assert caught.value.method_name == "execute_complete"
+    trigger = caught.value.trigger
+    assert isinstance(trigger, KiboRetryAfterTrigger)
+    assert trigger.state == {"deferred_seconds": 25.0, "left": [1001]}
+    assert before + 20 <= trigger.resume_at <= time.time() + 20
+
+
+def test_a_wait_beyond_the_budget_fails_retryably_without_deferring() -> None:
+    operator = _single(1001, deferrable=True)
+    with pytest.raises(KiboRateLimitError, match=r"exceeds max_deferred_wait \(60 s\)") as caught:
+        defer_until_kibo_accepts(operator, wait=30, state={"deferred_seconds": 40.0}, max_deferred_wait=60)
+    assert not isinstance(caught.value, TaskDeferred)
+    assert "Nothing more was sent" in str(caught.value)
