@@ -16,14 +16,12 @@ import pytest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowEnv
 from tests.support import (
-    APP_KEY,
     CANCELED_ORDERS,
     COMPLETED_ORDER,
     OPEN_ORDERS,
-    SHARED_SECRET,
-    TENANT,
     Connect,
     kibo_connection,
+    kibo_emulator,
 )
 
 if TYPE_CHECKING:
@@ -58,9 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def emulator() -> Iterator[KiboEmulator]:
     """A fresh emulator per test: open orders 1000-1099, canceled 2000-2009, completed 3000."""
-    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
-    emu.add_orders(OPEN_ORDERS)
-    emu.add_orders(CANCELED_ORDERS, status="CANCELED")
+    emu = kibo_emulator(OPEN_ORDERS, CANCELED_ORDERS)
     emu.add_orders([COMPLETED_ORDER], status="COMPLETED")
     emu.start()
     try:

@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import DagRunResult
 
 DAGS = Path(__file__).parent / "dags"
+#: What a module fixture of DAG-run tests yields: the run, and the emulator it ran against.
+Run = tuple[DagRunResult, KiboEmulator]
 _migrated: list[bool] = []
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import ssl
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,6 +16,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+    from devtools.airflow_local import AirflowEnv
 
 APP_KEY = "demo-app-key"
 SHARED_SECRET = "s3cr3t-shared-value-4711"
@@ -22,6 +24,16 @@ TENANT = "30294"
 OPEN_ORDERS = range(1000, 1100)
 CANCELED_ORDERS = range(2000, 2010)
 COMPLETED_ORDER = 3000
+
+
+def kibo_emulator(
+    open_orders: Iterable[int] = (), canceled_orders: Iterable[int] = (), **options: Any
+) -> KiboEmulator:
+    """An emulator (not started) that knows the tests' tenant and client, with these orders."""
+    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, **options)
+    emu.add_orders(list(open_orders))
+    emu.add_orders(list(canceled_orders), status="CANCELED")
+    return emu
 
 
 def kibo_connection(emu: KiboEmulator | str, **extra: Any) -> dict[str, Any]:
@@ -43,6 +55,16 @@ class Connect(Protocol):
     """The `connect` fixture (tests/conftest.py): ``connect(emu, conn_id="kibo_default", **extra)``."""
 
     def __call__(self, emu: KiboEmulator | str, conn_id: str = ..., **extra: Any) -> KiboHook: ...
+
+
+def migrated_home(home: Path, dags_folder: Path) -> AirflowEnv:
+    """A new Airflow home at ``home`` (created here) with a migrated database, for Airflow processes."""
+    from devtools.airflow_local import AirflowEnv
+
+    env = AirflowEnv(home, dags_folder)
+    env.home.mkdir()
+    env.migrate()
+    return env
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from devtools.airflow_local import AirflowStack
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, migrated_home
 
 DAGS = Path(__file__).parents[1] / "dags"
 
@@ -24,9 +24,7 @@ def test_a_deferred_task_frees_its_worker_slot_under_a_real_triggerer(
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "kibo_deferral.py").write_text((DAGS / "kibo_deferral.py").read_text())
-    env = AirflowEnv(tmp_path / "home", dags)
-    env.home.mkdir()
-    env.migrate()
+    env = migrated_home(tmp_path / "home", dags)
     dag_id = "kibo_deferral_frees_the_slot"
     with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
         emu.add_orders([1900])

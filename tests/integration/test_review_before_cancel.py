@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import kibo_connection
+from devtools.airflow_local import AirflowStack
+from tests.support import kibo_connection, migrated_home
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_ID = "example_kibo_review_before_cancel"
@@ -63,9 +63,7 @@ def test_approved_cancels_the_reviewed_plan_and_rejected_cancels_nothing(
     shutil.copy(EXAMPLES / f"{DAG_ID}.py", dags)
     source = dags / "data" / "orders_to_cancel.csv"
     shutil.copy(EXAMPLES / "data" / "orders_to_cancel.csv", source)
-    env = AirflowEnv(tmp_path / "airflow_home", dags)
-    env.home.mkdir()
-    env.migrate()
+    env = migrated_home(tmp_path / "airflow_home", dags)
     with AirflowStack(env) as stack:
         stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(DAG_ID)

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import AirflowEnv, AirflowStack
-from tests.support import TENANT, kibo_connection
+from devtools.airflow_local import AirflowStack
+from tests.support import TENANT, kibo_connection, migrated_home
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_ID = "example_kibo_cancel_order"
@@ -29,9 +29,7 @@ def test_single_order_dag_under_a_real_scheduler(
     tmp_path: Path, emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
-    env = AirflowEnv(tmp_path / "airflow_home", EXAMPLES)
-    env.home.mkdir()
-    env.migrate()
+    env = migrated_home(tmp_path / "airflow_home", EXAMPLES)
     with AirflowStack(env) as stack:
         stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(DAG_ID)
@@ -65,9 +63,7 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
     """The bulk reconciliation's asset event creates the consumer's run, which sees the canceled ids."""
     producer, consumer = "example_kibo_bulk_reconciliation", "example_kibo_canceled_orders_consumer"
     monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
-    env = AirflowEnv(tmp_path / "airflow_home", EXAMPLES)
-    env.home.mkdir()
-    env.migrate()
+    env = migrated_home(tmp_path / "airflow_home", EXAMPLES)
     with AirflowStack(env) as stack:
         stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(producer)
@@ -127,9 +123,7 @@ def test_a_kill_stops_both_operators_under_a_real_task_runner(
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(Path(__file__).parents[1] / "dags_kill" / "kibo_kill.py", dags)
-    env = AirflowEnv(tmp_path / "airflow_home", dags)
-    env.home.mkdir()
-    env.migrate()
+    env = migrated_home(tmp_path / "airflow_home", dags)
     emulator.latency = 0.2  # 100 orders two at a time: about 10 s of cancels
     emulator.inject("status", status=503, order_id=3000, times=None)
     with AirflowStack(env) as stack:

@@ -8,20 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import DagRunResult
-from tests.dag_runs import run_in_process
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.dag_runs import Run, run_in_process
+from tests.support import kibo_connection, kibo_emulator
 
 pytestmark = pytest.mark.dag_run
 
-Run = tuple[DagRunResult, KiboEmulator]
-
 
 def emulator_with_orders() -> KiboEmulator:
-    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
-    emu.add_orders(range(1000, 2000))
-    emu.add_orders(range(2000, 2010), status="CANCELED")
-    return emu
+    return kibo_emulator(range(1000, 2000), range(2000, 2010))
 
 
 @pytest.fixture(scope="module")

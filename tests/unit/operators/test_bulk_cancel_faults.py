@@ -10,18 +10,16 @@ from importlib.metadata import version
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import DagRunResult
-from tests.dag_runs import run_in_process
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.dag_runs import Run, run_in_process
+from tests.support import kibo_connection, kibo_emulator
 
 pytestmark = pytest.mark.dag_run
 
-Run = tuple[DagRunResult, KiboEmulator]
 AIRFLOW_3_0 = version("apache-airflow-core").startswith("3.0.")
 
 
 def emulator() -> KiboEmulator:
-    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=0.1)
+    emu = kibo_emulator(latency=0.1)
     emu.add_orders(range(1000, 1400))
     return emu
 

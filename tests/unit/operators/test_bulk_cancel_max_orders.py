@@ -15,17 +15,15 @@ from airflow_provider_kibo_cancel.operators.bulk_cancel import (
     _order_limit,
 )
 from devtools.airflow_local import DagRunResult
-from tests.dag_runs import run_in_process
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.dag_runs import Run, run_in_process
+from tests.support import kibo_connection, kibo_emulator
 
 pytestmark = pytest.mark.dag_run
-
-Run = tuple[DagRunResult, KiboEmulator]
 
 
 @pytest.fixture(scope="module")
 def limit_run() -> Iterator[Run]:
-    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
+    with kibo_emulator() as emu:
         emu.add_orders(range(10000, 15002))
         result = run_in_process(
             "kibo_max_orders",

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.dag_runs import run_in_process
+from tests.dag_runs import Run, run_in_process
 from tests.support import kibo_connection
-from tests.unit.operators.test_bulk_cancel import Run, emulator_with_orders
+from tests.unit.operators.test_bulk_cancel import emulator_with_orders
 
 pytestmark = pytest.mark.dag_run
 

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import DagRunResult
-from tests.dag_runs import airflow_cli, run_in_process
+from tests.dag_runs import Run, airflow_cli, run_in_process
 from tests.support import (
     APP_KEY,
     CANCELED_ORDERS,
@@ -19,20 +19,17 @@ from tests.support import (
     SHARED_SECRET,
     TENANT,
     kibo_connection,
+    kibo_emulator,
     permanent_failure_line,
 )
 
 pytestmark = pytest.mark.dag_run
 
-Run = tuple[DagRunResult, KiboEmulator]
-
 
 @pytest.fixture(scope="module")
 def contract_run() -> Iterator[Run]:
     """One run of tests/dags/kibo_operator_contract.py (one run keeps Airflow's start-up cost down)."""
-    emu = KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET})
-    emu.add_orders(OPEN_ORDERS)
-    emu.add_orders(CANCELED_ORDERS, status="CANCELED")
+    emu = kibo_emulator(OPEN_ORDERS, CANCELED_ORDERS)
     with emu:
         extra = kibo_connection(emu)["extra"]
         airflow_cli(

@@ -9,25 +9,21 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from devtools.airflow_local import DagRunResult
-from tests.dag_runs import run_in_process
+from tests.dag_runs import Run, run_in_process
 from tests.support import (
-    APP_KEY,
     OPEN_ORDERS,
     SHARED_SECRET,
-    TENANT,
     kibo_connection,
+    kibo_emulator,
     permanent_failure_line,
 )
 
 pytestmark = pytest.mark.dag_run
 
-Run = tuple[DagRunResult, KiboEmulator]
-
 
 @pytest.fixture(scope="module")
 def fault_run() -> Iterator[Run]:
-    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}) as emu:
+    with kibo_emulator() as emu:
         emu.add_orders(OPEN_ORDERS)
         emu.inject("status", status=400, order_id=1051)
         emu.inject("status", status=429, retry_after="2", order_id=1052)

@@ -15,19 +15,16 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
 from airflow_provider_kibo_cancel.operators.deferral import defer_until_kibo_accepts, deferral_problems
 from airflow_provider_kibo_cancel.triggers.retry_after import KiboRetryAfterTrigger
-from devtools.airflow_local import DagRunResult
-from tests.dag_runs import run_in_process
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.dag_runs import Run, run_in_process
+from tests.support import kibo_connection, kibo_emulator
 from tests.unit.operators.test_ledger import _single
 
 pytestmark = pytest.mark.dag_run
 
-Run = tuple[DagRunResult, KiboEmulator]
-
 
 @pytest.fixture(scope="module")
 def deferral_run() -> Iterator[Run]:
-    with KiboEmulator(tenants=(TENANT,), clients={APP_KEY: SHARED_SECRET}, latency=0.02) as emu:
+    with kibo_emulator(latency=0.02) as emu:
         emu.add_orders(range(1500, 1800))
         for order_id in (1500, 1620, 1680):
             emu.inject("status", status=429, retry_after="3", order_id=order_id)
