@@ -5,7 +5,6 @@ single cancel's record, the Kibo retry policy, and what happens without a task s
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import random
@@ -91,16 +90,6 @@ def cancels(emu: KiboEmulator) -> list[int]:
 
 
 # --- the encoding the deferral state and the ledger share ----------------------------------------------
-
-
-@pytest.mark.parametrize("spread", [1, 7, 1000, 100_000])
-def test_order_ids_survive_the_encoding(spread: int) -> None:
-    rng = random.Random(spread)
-    ids = sorted({rng.randrange(1, 10_000 * spread + 2) for _ in range(3000)} | {1, 2, 3})
-    assert decode_ids(encode_ids(ids)) == ids
-    assert decode_ids(encode_ids(reversed(ids))) == ids
-    assert encode_ids([]) == "" and decode_ids("") == []
-    assert decode_ids([5, 7]) == [5, 7]  # a deferral state written before the encoding
 
 
 def _ten_thousand_orders() -> tuple[list[CancelOrderRequest], BulkCancelOutcome]:
@@ -399,74 +388,3 @@ def test_a_single_cancel_records_that_it_is_sent_before_sending(kibo_conn: KiboE
     finally:
         KiboEmulator._cancel = original  # type: ignore[method-assign]
     assert seen and seen[0]["order_id"] == 1001 and seen[0]["may_have_applied"] is True
-
-
-# --- the retry policy ----------------------------------------------------------------------------------
-
-
-@pytest.mark.newest_only  # retry policies are Airflow 3.3's
-def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
-    # A mapped task is unmapped on the worker from partial()'s kwargs, retry_policy=None among them.
-    import datetime as dt
-
-    from airflow.sdk import DAG
-
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
-
-    with DAG("mapped_policy", start_date=dt.datetime(2026, 1, 1), schedule=None):
-        single = CancelOrderOperator.partial(task_id="one", disposition_reason="created_by_mistake")
-        bulk = BulkCancelOrdersOperator.partial(task_id="many", disposition_reason="created_by_mistake")
-        mapped_single = single.expand(order_id=[1001, 1002])
-        mapped_bulk = bulk.expand(orders=[[1001], [1002]])
-    assert isinstance(mapped_single.unmap({"order_id": 1001}).retry_policy, KiboRetryPolicy)
-    assert isinstance(mapped_bulk.unmap({"orders": [1001]}).retry_policy, KiboRetryPolicy)
-
-
-@pytest.mark.newest_only  # retry policies are Airflow 3.3's
-def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one() -> None:
-    from datetime import timedelta
-
-    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError, KiboServerError
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
-
-    bulk = _bulk(orders=[1], max_deferred_wait=600)
-    policy = bulk.retry_policy
-    assert isinstance(policy, KiboRetryPolicy) and policy.max_deferred_wait == 600
-    assert isinstance(_single(1).retry_policy, KiboRetryPolicy)
-    mine = retry.ExceptionRetryPolicy(rules=[])
-    assert _single(1, retry_policy=mine).retry_policy is mine
-    # None is no choice (partial() fills it in from Airflow's defaults): the Kibo policy is attached.
-    assert isinstance(_single(1, retry_policy=None).retry_policy, KiboRetryPolicy)
-    assert _bulk(orders=[1], default_args={"retry_policy": mine}).retry_policy is mine
-
-    wall = KiboBulkCancelError("stopped", summary={}, retryable=True, resume_at=time.time() + 20)
-    decision = policy.evaluate(wall, 1, 1)
-    assert decision.action == retry.RetryAction.RETRY
-    assert timedelta(seconds=20) <= decision.retry_delay <= timedelta(seconds=23)
-    far = KiboBulkCancelError("stopped", summary={}, retryable=True, resume_at=time.time() + 7200)
-    assert policy.evaluate(far, 1, 1).action == retry.RetryAction.DEFAULT  # beyond max_deferred_wait
-    assert policy.evaluate(KiboNotFoundError("404"), 1, 1).action == retry.RetryAction.FAIL
-    assert policy.evaluate(KiboServerError("503"), 1, 1).action == retry.RetryAction.DEFAULT
-    assert policy.evaluate(ValueError("x"), 1, 1).action == retry.RetryAction.DEFAULT
-
-
-@pytest.mark.newest_only  # retry policies are Airflow 3.3's
-def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
-    kibo_conn: KiboEmulator,
-) -> None:
-    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
-
-    with pytest.raises(KiboNotFoundError) as caught:  # Kibo's own error, for the policy to fail
-        _single(424242).execute(context_for(FakeStore(), 1))
-    assert caught.value.__traceback__ is not None and caught.value.__suppress_context__
-    decision = _single(1).retry_policy.evaluate(caught.value, 1, 3)
-    assert decision.action == retry.RetryAction.FAIL and "KiboNotFoundError" in decision.reason
-    # With the user's own policy (or none), AirflowFailException as before: never retried.
-    mine = retry.ExceptionRetryPolicy(rules=[])
-    with pytest.raises(AirflowFailException, match="order 424242; HTTP 404"):
-        _single(424242, retry_policy=mine).execute(context_for(FakeStore(), 1))

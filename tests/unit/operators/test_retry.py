@@ -1,9 +1,12 @@
-"""Durable runs under the faults a review found them weak against: a ledger write that fails once, a
-run that ends for good with retries left, a 429 wall that meets the last orders, a single cancel that
-was never sent. In process, against the emulator over HTTP, with a fake task state store."""
+"""operators/retry.py: the Kibo retry policy the operators come with (mapped ones too), and durable runs
+under the faults a review found them weak against: a ledger write that fails once, a run that ends for
+good with retries left, a 429 wall that meets the last orders, a single cancel that was never sent. In
+process, against the emulator over HTTP, with a fake task state store."""
 
 from __future__ import annotations
 
+import importlib
+import time
 from typing import Any
 
 import pytest
@@ -112,3 +115,74 @@ def test_a_single_cancel_never_sent_does_not_claim_a_later_cancel(
     monkeypatch.setattr(operator.log, "info", lambda msg, *args: lines.append(msg % args))
     operator.execute(context_for(store, 2))
     assert any("was canceled already" in line for line in lines), lines
+
+
+# --- the retry policy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
+def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
+    # A mapped task is unmapped on the worker from partial()'s kwargs, retry_policy=None among them.
+    import datetime as dt
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
+
+    with DAG("mapped_policy", start_date=dt.datetime(2026, 1, 1), schedule=None):
+        single = CancelOrderOperator.partial(task_id="one", disposition_reason="created_by_mistake")
+        bulk = BulkCancelOrdersOperator.partial(task_id="many", disposition_reason="created_by_mistake")
+        mapped_single = single.expand(order_id=[1001, 1002])
+        mapped_bulk = bulk.expand(orders=[[1001], [1002]])
+    assert isinstance(mapped_single.unmap({"order_id": 1001}).retry_policy, KiboRetryPolicy)
+    assert isinstance(mapped_bulk.unmap({"orders": [1001]}).retry_policy, KiboRetryPolicy)
+
+
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
+def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one() -> None:
+    from datetime import timedelta
+
+    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
+    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError, KiboServerError
+    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
+
+    bulk = _bulk(orders=[1], max_deferred_wait=600)
+    policy = bulk.retry_policy
+    assert isinstance(policy, KiboRetryPolicy) and policy.max_deferred_wait == 600
+    assert isinstance(_single(1).retry_policy, KiboRetryPolicy)
+    mine = retry.ExceptionRetryPolicy(rules=[])
+    assert _single(1, retry_policy=mine).retry_policy is mine
+    # None is no choice (partial() fills it in from Airflow's defaults): the Kibo policy is attached.
+    assert isinstance(_single(1, retry_policy=None).retry_policy, KiboRetryPolicy)
+    assert _bulk(orders=[1], default_args={"retry_policy": mine}).retry_policy is mine
+
+    wall = KiboBulkCancelError("stopped", summary={}, retryable=True, resume_at=time.time() + 20)
+    decision = policy.evaluate(wall, 1, 1)
+    assert decision.action == retry.RetryAction.RETRY
+    assert timedelta(seconds=20) <= decision.retry_delay <= timedelta(seconds=23)
+    far = KiboBulkCancelError("stopped", summary={}, retryable=True, resume_at=time.time() + 7200)
+    assert policy.evaluate(far, 1, 1).action == retry.RetryAction.DEFAULT  # beyond max_deferred_wait
+    assert policy.evaluate(KiboNotFoundError("404"), 1, 1).action == retry.RetryAction.FAIL
+    assert policy.evaluate(KiboServerError("503"), 1, 1).action == retry.RetryAction.DEFAULT
+    assert policy.evaluate(ValueError("x"), 1, 1).action == retry.RetryAction.DEFAULT
+
+
+@pytest.mark.newest_only  # retry policies are Airflow 3.3's
+def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
+    kibo_conn: KiboEmulator,
+) -> None:
+    retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
+    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
+
+    with pytest.raises(KiboNotFoundError) as caught:  # Kibo's own error, for the policy to fail
+        _single(424242).execute(context_for(FakeStore(), 1))
+    assert caught.value.__traceback__ is not None and caught.value.__suppress_context__
+    decision = _single(1).retry_policy.evaluate(caught.value, 1, 3)
+    assert decision.action == retry.RetryAction.FAIL and "KiboNotFoundError" in decision.reason
+    # With the user's own policy (or none), AirflowFailException as before: never retried.
+    mine = retry.ExceptionRetryPolicy(rules=[])
+    with pytest.raises(AirflowFailException, match="order 424242; HTTP 404"):
+        _single(424242, retry_policy=mine).execute(context_for(FakeStore(), 1))
