@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +21,6 @@ import pytest
 
 from airflow_provider_kibo_cancel import assets, metrics
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
 from devtools.airflow_local import AirflowEnv, DagRunResult
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
@@ -264,98 +261,3 @@ def test_statsd_receives_every_metric_with_the_expected_counts(signals_run: Sign
     assert all(v >= 0 for name in timers for v, _ in found[name])
     assert set(found) <= {f"airflow.{name}" for name in metrics.METRICS}
     assert not [line for line in signals_run.statsd.lines if SHARED_SECRET in line]
-
-
-# --- units -------------------------------------------------------------------------------------------
-
-
-def test_the_asset_uri_names_the_tenant() -> None:
-    assert assets.kibo_orders_canceled_asset(30294).uri == CANCELED_URI
-    assert assets.kibo_orders_canceled_asset(" 30294 ").name == CANCELED_URI
-    with pytest.raises(ValueError, match="digits only, got 'acme'"):
-        assets.kibo_orders_canceled_uri("acme")
-
-
-def test_airflow_refuses_a_kibo_uri_without_a_tenant() -> None:
-    from airflow.sdk import Asset
-
-    with pytest.raises(ValueError, match="names a tenant"):
-        Asset("kibo://acme/orders/canceled")
-
-
-def test_ids_are_capped_and_truncation_is_said() -> None:
-    extra = assets.canceled_orders_extra(
-        tenant_id="1", canceled=[1, 2, 3], already_canceled=[4, 5], counts={"canceled": 3}, cap=4
-    )
-    assert (extra["canceled"], extra["already_canceled"], extra["truncated"]) == ([1, 2, 3], [4], True)
-    extra = assets.canceled_orders_extra(
-        tenant_id="1", canceled=[1, 2], already_canceled=[3], counts={}, cap=3
-    )
-    assert extra["truncated"] is False
-    big = assets.extra_for_summary("1", {"total": 5000, "canceled": list(range(5000)), "dry_run": False})
-    assert len(big["canceled"]) == assets.MAX_EVENT_ORDER_IDS and big["truncated"] is True
-    assert big["counts"] == {"total": 5000, "canceled": 5000}
-    assert len(json.dumps(big)) < 10_000  # stays a small row in the metadata database
-
-
-def test_outlets_of_another_tenant_are_refused() -> None:
-    from airflow.sdk import Asset
-
-    assets.check_outlets([Asset(CANCELED_URI), Asset("anything")], TENANT)
-    with pytest.raises(KiboConfigurationError, match="names tenant 1 but the connection is for tenant 30294"):
-        assets.check_outlets([Asset("kibo://1/orders/canceled")], TENANT)
-
-
-def test_a_metric_that_cannot_be_sent_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Broken:
-        def incr(self, *args: Any) -> None:
-            raise OSError("statsd host unreachable")
-
-        def timing(self, *args: Any) -> None:
-            raise RuntimeError("backend broken")
-
-    monkeypatch.setattr(metrics, "_get_stats", Broken)
-    metrics.cancel_outcome("canceled")
-    metrics.cancel_outcomes({"canceled": [1], "failed": "not a list"})
-    metrics.retry("429")
-    metrics.token_fetch()
-    metrics.deferral()
-    metrics.request_duration("POST", "http://x/api/v2/order/action/cancel", 0.01)
-    metrics.cancel_error(ValueError("x"))
-
-    def unimportable() -> Any:
-        raise ImportError("no Stats here")
-
-    monkeypatch.setattr(metrics, "_get_stats", unimportable)
-    metrics.deferral()
-
-
-def test_endpoints_of_request_paths() -> None:
-    assert metrics.endpoint_of("POST", "/api/platform/applications/authtickets/oauth") == "oauth"
-    assert metrics.endpoint_of("POST", "/api/v2/order/action/cancel") == "cancel"
-    assert metrics.endpoint_of("GET", "/api/v2/order/1001") == "get_order"
-    assert metrics.endpoint_of("GET", "/_emulator/state") == "other"
-
-
-def test_parsing_a_dag_file_loads_no_metrics_asset_or_plugin_code() -> None:
-    """What a DAG file pays at parse time: the operator modules, not the code they need only to run."""
-    code = (
-        "import json, sys, airflow.sdk\n"
-        "before = set(sys.modules)\n"
-        "import airflow_provider_kibo_cancel.operators.cancel_order, "
-        "airflow_provider_kibo_cancel.operators.bulk_cancel\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = json.loads(out.strip().splitlines()[-1])
-    unwanted = (
-        "airflow_provider_kibo_cancel.metrics",
-        "airflow_provider_kibo_cancel.assets",
-        "airflow_provider_kibo_cancel.pytest_plugin",
-        "airflow_provider_kibo_cancel.hooks",
-        "airflow.stats",
-        "airflow.sdk.observability",
-        "statsd",
-        "requests",
-    )
-    assert [m for m in loaded if m.startswith(unwanted)] == [], loaded
