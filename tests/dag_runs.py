@@ -17,6 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow.cli import cli_parser
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils import db
+from airflow.utils.session import create_session
+
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import DagRunResult
 
@@ -29,8 +35,6 @@ _migrated: list[bool] = []
 def _migrate() -> None:
     """This process's Airflow database, created once (the home is tests/conftest.py's temporary one)."""
     if not _migrated:
-        from airflow.utils import db
-
         db.initdb()
         _migrated.append(True)
 
@@ -67,8 +71,6 @@ def _captured() -> Iterator[io.StringIO]:
 def airflow_cli(*args: str) -> None:
     """An `airflow` CLI command run in this process (Airflow's own parser and command), e.g.
     ``airflow_cli("connections", "add", ...)`` against this process's database."""
-    from airflow.cli import cli_parser
-
     _migrate()
     parsed = cli_parser.get_parser().parse_args(list(args))
     with _captured():
@@ -83,10 +85,6 @@ def run_in_process(
     dag_file: Path | None = None,
 ) -> DagRunResult:
     """`dag.test()` one run of ``dag_id`` (from ``dag_file``, default: the file of tests/dags defining it)."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
     _migrate()
     if dag_file is None:  # the file that defines it (parsing one file, not the whole folder)
         dag_file = next(p for p in sorted(DAGS.glob("*.py")) if f"def {dag_id}(" in p.read_text())

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from devtools.airflow_local import AirflowEnv
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from devtools.airflow_local import AirflowEnv
 
 APP_KEY = "demo-app-key"
 SHARED_SECRET = "s3cr3t-shared-value-4711"
@@ -59,8 +59,6 @@ class Connect(Protocol):
 
 def migrated_home(home: Path, dags_folder: Path) -> AirflowEnv:
     """A new Airflow home at ``home`` (created here) with a migrated database, for Airflow processes."""
-    from devtools.airflow_local import AirflowEnv
-
     env = AirflowEnv(home, dags_folder)
     env.home.mkdir()
     env.migrate()
