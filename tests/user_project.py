@@ -1,7 +1,8 @@
 """A user's project that tests its own DAG with the provider's pytest fixtures.
 
-tests/test_release.py writes these files outside the repository and runs their pytest against the built
-wheel; tests/test_readme.py checks that the README shows them as they are here.
+tests/integration/test_release.py writes these files outside the repository and runs their pytest
+against the built wheel; tests/integration/test_readme.py checks that the README shows them as they
+are here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Kibo's long Retry-After spent deferred, or stopping a bulk run (tests/test_deferral.py)."""
+"""Kibo's long Retry-After spent deferred, or stopping a bulk run (tests/unit/operators/test_deferral.py)."""
 
 from __future__ import annotations
 

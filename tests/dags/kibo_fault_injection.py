@@ -1,4 +1,5 @@
-"""Test DAG: CancelOrderOperator under injected faults; tests/test_faults_in_airflow.py sets them up."""
+"""Test DAG: CancelOrderOperator under injected faults; tests/unit/operators/test_cancel_order_faults.py
+sets them up."""
 
 from __future__ import annotations
 

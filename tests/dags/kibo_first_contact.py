@@ -1,4 +1,4 @@
-"""Test DAG: what a new user sees when Kibo refuses a cancel (tests/test_error_details.py)."""
+"""Test DAG: what a new user sees when Kibo refuses a cancel (tests/unit/test_exceptions.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Test DAG: BulkCancelOrdersOperator's max_orders limit in real Airflow; tests/test_max_orders.py drives it.
+"""Test DAG: BulkCancelOrdersOperator's max_orders limit in real Airflow;
+tests/unit/operators/test_bulk_cancel_max_orders.py drives it.
 
 Each task cancels its own range of orders, so the emulator's record tells the tasks apart.
 """

@@ -1,5 +1,5 @@
-"""Test DAG: every failure mode that handles a secret, in one run; tests/test_secret_sweep.py sets the
-emulators and connections up, then searches the logs, XComs and rendered fields for the secrets."""
+"""Test DAG: every failure mode that handles a secret, in one run; tests/integration/test_secret_sweep.py
+sets the emulators and connections up, then searches the logs, XComs and rendered fields for the secrets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Test DAG: asset events and metrics of both operators in one run; tests/test_signals.py drives it."""
+"""Test DAG: asset events and metrics of both operators in one run; tests/integration/test_signals.py
+drives it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Durable bulk runs under a real scheduler (tests/test_durable_in_airflow.py): a try SIGKILLed mid-run,
-one order that always fails, a 429 wall. One after the other, so the emulator's faults are each one's."""
+"""Durable bulk runs under a real scheduler (tests/integration/test_durable_in_airflow.py): a try
+SIGKILLed mid-run, one order that always fails, a 429 wall. One after the other, so the
+emulator's faults are each one's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A durable bulk run whose Celery worker's task process is SIGKILLed (tests/test_distributed.py)."""
+"""A durable bulk run whose Celery worker's task process is SIGKILLed
+(tests/integration/test_distributed.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A bulk and a single cancel, each killed while it runs (tests/test_scheduler.py sends the SIGTERM)."""
+"""A bulk and a single cancel, each killed while it runs (tests/integration/test_scheduler.py sends the
+SIGTERM)."""
 
 from __future__ import annotations
 

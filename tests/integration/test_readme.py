@@ -9,8 +9,9 @@ substitutions named here.
   say, but with `--port 0` (this machine may have 8090 taken): its URL replaces `http://127.0.0.1:8090`.
 - Snippets for the real Kibo run as far as they can without it: the connection is added or parsed, and
   the settings the hook derives from it are checked (the Kibo host, the tenant, the credentials).
-- The quick start runs in tests/test_release.py (it builds a virtual environment), the trigger commands
-  under a real scheduler below; `make test` is the suite itself and is not run from inside it.
+- The quick start runs in tests/integration/test_release.py (it builds a virtual environment), the
+  trigger commands under a real scheduler below; `make test` is the suite itself and is not run from
+  inside it.
 """
 
 from __future__ import annotations
@@ -43,30 +44,35 @@ DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 DEFAULT_URL = "http://127.0.0.1:8090"
 
-USER_PROJECT_CHECK = "tests.test_readme::test_the_docs_show_the_user_project_the_release_test_runs"
-QUICK_START = "tests.test_release::test_the_quick_start"
-FIRST_DAG = "tests.test_readme::test_the_emulator_connection_and_the_first_dag"
+USER_PROJECT_CHECK = (
+    "tests.integration.test_readme::test_the_docs_show_the_user_project_the_release_test_runs"
+)
+QUICK_START = "tests.integration.test_release::test_the_quick_start"
+FIRST_DAG = "tests.integration.test_readme::test_the_emulator_connection_and_the_first_dag"
 # Each snippet name is claimed by the test that runs it; a snippet nobody runs fails
 # test_every_snippet_is_run.
 CLAIMS: dict[str, str] = {
-    "setup": "tests.test_readme::test_make_demo_runs",
+    "setup": "tests.integration.test_readme::test_make_demo_runs",
     "quickstart-install": QUICK_START,
     "quickstart-home": QUICK_START,
     "quickstart-run": QUICK_START,
     "quickstart-ui": QUICK_START,
-    "emulator": "tests.test_readme::test_the_environment_connections_to_the_emulator",
+    "emulator": "tests.integration.test_readme::test_the_environment_connections_to_the_emulator",
     "emulator-connection": FIRST_DAG,
     "connection-test": FIRST_DAG,
     "first-dag": FIRST_DAG,
     "first-dag-test": FIRST_DAG,
-    "trigger": "tests.test_readme::test_the_trigger_instructions",
-    "bulk-dag": "tests.test_readme::test_the_bulk_snippet_runs",
-    "cli-connection-kibo": "tests.test_readme::test_the_cli_connection_to_kibo",
-    "env-connection-kibo": "tests.test_readme::test_the_environment_connections_to_kibo",
-    "env-connection-emulator": "tests.test_readme::test_the_environment_connections_to_the_emulator",
-    "assets": "tests.test_readme::test_the_asset_snippet_runs",
-    "emulator-in-process": "tests.test_readme::test_the_in_process_emulator_snippet_runs",
-    # The user project runs in tests/test_release.py; this test checks the docs show it as it runs.
+    "trigger": "tests.integration.test_readme::test_the_trigger_instructions",
+    "bulk-dag": "tests.integration.test_readme::test_the_bulk_snippet_runs",
+    "cli-connection-kibo": "tests.integration.test_readme::test_the_cli_connection_to_kibo",
+    "env-connection-kibo": "tests.integration.test_readme::test_the_environment_connections_to_kibo",
+    "env-connection-emulator": (
+        "tests.integration.test_readme::test_the_environment_connections_to_the_emulator"
+    ),
+    "assets": "tests.integration.test_readme::test_the_asset_snippet_runs",
+    "emulator-in-process": "tests.integration.test_readme::test_the_in_process_emulator_snippet_runs",
+    # The user project runs in tests/integration/test_release.py; this test checks the docs show it as it
+    # runs.
     "user-project-dag": USER_PROJECT_CHECK,
     "user-project-conftest": USER_PROJECT_CHECK,
     "user-project-test": USER_PROJECT_CHECK,
@@ -103,7 +109,8 @@ def snippet(name: str) -> str:
 
 
 def test_the_docs_show_the_user_project_the_release_test_runs() -> None:
-    """tests/test_release.py runs these files' pytest against the installed package; the docs show them."""
+    """tests/integration/test_release.py runs these files' pytest against the installed package; the docs
+    show them."""
     for name, text in user_project.FILES.items():
         shown = snippet(USER_PROJECT_SNIPPETS[name])
         assert shown == f"# {name}\n{text}", (

@@ -1,6 +1,7 @@
 """Issue 23, durable runs, in-process: the ledger's encoding and size, a new try resuming from it, the
 single cancel's record, the Kibo retry policy, and what happens without a task state store (Airflow
-3.0-3.2). The real scheduler path (a SIGKILLed task process, a 429 wall): tests/test_durable_in_airflow.py.
+3.0-3.2). The real scheduler path (a SIGKILLed task process, a 429 wall):
+tests/integration/test_durable_in_airflow.py.
 """
 
 from __future__ import annotations
