@@ -41,9 +41,11 @@ test: lint
 
 # The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under a
 # minute; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
-# Four files at a time: most of their time is the emulator's Retry-After and latency waits, not CPU.
+# Three files at a time: most of their time is the emulator's Retry-After and latency waits; four or more
+# contend for the two cores (each in-process DAG run costs about 4 s of CPU in Airflow itself). The
+# files with DAG runs, the longest, go first (tests/conftest.py orders them; xdist keeps that order).
 test-fast: install
-	$(BIN)/pytest -n 4 --dist loadfile -m "not integration and not distributed" tests/unit
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not integration and not distributed" tests/unit
 
 lint: install
 	$(BIN)/ruff check .

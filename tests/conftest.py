@@ -43,8 +43,10 @@ INTEGRATION = Path(__file__).parent / "integration"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration needs Airflow processes: marked `integration` by its path.
-    Those files, the longest, are handed out first, so that with files spread over workers
-    (pytest-xdist's loadfile) the run does not end waiting on one of them."""
+    The longest files are handed out first (those of tests/integration, then the unit files with
+    in-process DAG runs, marked `dag_run`, whose time is mostly Kibo's Retry-After waits), so that with
+    files spread over workers (pytest-xdist's loadfile with --no-loadscope-reorder, as `make test-fast`
+    runs) the run does not end waiting on one of them."""
     for item in items:
         if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)

@@ -267,6 +267,8 @@ def relay_proxy(emulator: KiboEmulator) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
+        with contextlib.suppress(OSError):  # wakes the accept() a bare close() leaves blocked
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         thread.join(timeout=5)
 
@@ -314,6 +316,8 @@ def slow_handshake_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[byte
     try:
         yield listener.getsockname()[1], cert, received
     finally:
+        with contextlib.suppress(OSError):  # wakes the accept() a bare close() leaves blocked
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         thread.join(timeout=5)
 
