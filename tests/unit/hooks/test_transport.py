@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -232,6 +232,20 @@ def test_answers_that_close_their_connection_are_read_whole(connect: Connect) ->
         thread.join(timeout=5)
 
 
+@contextlib.contextmanager
+def serving(listener: socket.socket, serve: Callable[[], None]) -> Iterator[None]:
+    """``serve`` in a thread while the block runs; then ``listener`` closed and the thread ended."""
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # wakes the accept() a bare close() leaves blocked
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture
 def relay_proxy(emulator: KiboEmulator) -> Iterator[str]:
     """A forward HTTP proxy on 127.0.0.1 to the emulator that passes answers on as they come."""
@@ -262,15 +276,8 @@ def relay_proxy(emulator: KiboEmulator) -> Iterator[str]:
                 client, _ = listener.accept()
                 threading.Thread(target=relay, args=(client,), daemon=True).start()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with serving(listener, serve):
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        with contextlib.suppress(OSError):  # wakes the accept() a bare close() leaves blocked
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        thread.join(timeout=5)
 
 
 def test_through_a_proxy_a_dripping_answer_still_ends_at_the_read_timeout(
@@ -311,15 +318,8 @@ def slow_handshake_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[byte
             except (OSError, ssl.SSLError):
                 pass
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with serving(listener, serve):
         yield listener.getsockname()[1], cert, received
-    finally:
-        with contextlib.suppress(OSError):  # wakes the accept() a bare close() leaves blocked
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        thread.join(timeout=5)
 
 
 def test_a_request_still_in_its_tls_handshake_when_stopped_is_never_sent(
