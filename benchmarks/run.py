@@ -73,8 +73,8 @@ def use_connection(url: str) -> None:
 
 
 def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
     from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, BulkRun
 
     ideal = orders * latency / workers
@@ -202,9 +202,9 @@ def _emulator_state(url: str) -> dict[str, int]:
 
 
 def bench_fail_fast(orders: int) -> dict[str, float]:
+    from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
     from airflow_provider_kibo_cancel.exceptions import KiboError
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
     from airflow_provider_kibo_cancel.operators.bulk_runner import NOT_ATTEMPTED, BulkRun
 
     plan = plan_bulk_cancel(list(range(1, orders + 1)), "created_by_mistake")

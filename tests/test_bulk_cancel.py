@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
 from devtools.airflow_local import AirflowEnv, DagRunResult
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 

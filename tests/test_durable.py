@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
-from airflow_provider_kibo_cancel.models import CancelOrderRequest
 from airflow_provider_kibo_cancel.operators.bulk_runner import (
     ALREADY_CANCELED,
     CANCELED,

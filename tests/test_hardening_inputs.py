@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
 from tests.support import assert_no_retry, permanent_errors
 
 
@@ -108,8 +108,8 @@ def fast_switches() -> Iterator[None]:
 def test_progress_lines_while_workers_insert_do_not_stop_the_run(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, fast_switches: None
 ) -> None:
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest, CancelResult
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest, CancelResult
     from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     # The token comes from the emulator over HTTP; each cancel answers at once (the race is in this
@@ -279,8 +279,8 @@ def test_a_typod_reason_stops_the_run_after_three_identical_400s(
 def test_a_refused_reason_skips_only_the_orders_with_that_reason(kibo_conn: KiboEmulator) -> None:
     # Three CSV rows carry a typo'd reason of their own, the other 37 the right one: the typo must not
     # stop the 37 (review: they were all left not_attempted).
+    from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
     from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
     rows = [

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.handler import kibo_error
 from airflow_provider_kibo_cancel.exceptions import (
@@ -27,7 +29,6 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, tls_server_context
 from tests.test_reliability import hook_for

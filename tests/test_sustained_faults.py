@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
@@ -32,7 +33,6 @@ from airflow_provider_kibo_cancel.exceptions import (
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.hooks.policy import MIN_RETRY_WAIT, CircuitBreaker, retry_after_seconds
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
 from airflow_provider_kibo_cancel.operators.bulk_runner import (
     CANCELED,
     CIRCUIT_OPEN,

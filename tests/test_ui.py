@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.models import KiboConnectionSettings
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, debian_chromium
 

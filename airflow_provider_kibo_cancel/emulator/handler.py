@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.emulator.record import RecordedRequest
-from airflow_provider_kibo_cancel.models import CANCEL_PATH, OAUTH_PATH
+from airflow_provider_kibo_cancel.routes import CANCEL_PATH, OAUTH_PATH
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.emulator.server import Fault, KiboEmulator

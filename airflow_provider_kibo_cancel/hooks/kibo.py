@@ -13,6 +13,13 @@ from requests.utils import get_environ_proxies
 
 from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
+from airflow_provider_kibo_cancel.cancel_request import (
+    CANCELED_STATUS,
+    CancelOrderRequest,
+    CancelResult,
+    parse_order_id,
+)
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
     KiboConfigurationError,
@@ -38,20 +45,12 @@ from airflow_provider_kibo_cancel.hooks.responses import (
 )
 from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
 from airflow_provider_kibo_cancel.hooks.transport import stoppable_adapter
-from airflow_provider_kibo_cancel.models import (
-    CANCEL_PATH,
-    CANCELED_STATUS,
-    ORDER_PATH,
-    CancelOrderRequest,
-    CancelResult,
-    KiboConnectionSettings,
-    parse_order_id,
-)
 from airflow_provider_kibo_cancel.provider_info import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
     HOOK_NAME,
 )
+from airflow_provider_kibo_cancel.routes import CANCEL_PATH, ORDER_PATH
 from airflow_provider_kibo_cancel.safety import token_problem
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from airflow_provider_kibo_cancel._compat import (
     default_deferrable,
 )
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError, KiboValidationError
-from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.bulk_runner import (
     CREDENTIALS_REFUSED,
     FORBIDDEN,
@@ -27,6 +26,7 @@ from airflow_provider_kibo_cancel.operators.deferral import (
     defer_until_kibo_accepts,
     deferral_problems,
 )
+from airflow_provider_kibo_cancel.operators.failing import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
 from airflow_provider_kibo_cancel.operators.retry import with_kibo_retry_policy
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
@@ -34,8 +34,9 @@ from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_kibo_cancel.bulk_plan import BulkCancelPlan
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import BulkCancelPlan, CancelOrderRequest
     from airflow_provider_kibo_cancel.operators.bulk_runner import (
         BulkCancelOutcome,
         BulkRun,
@@ -192,7 +193,7 @@ class BulkCancelOrdersOperator(BaseOperator):
 
     def _execute(self, context: Context, state: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_kibo_cancel import assets
-        from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+        from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
         from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome, BulkRun
 
         try:
@@ -507,7 +508,7 @@ class BulkCancelOrdersOperator(BaseOperator):
     def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
         """One warning per run (with the count), not one per order; a near miss of a published reason
         gets a "did you mean" (kept for the failure message too)."""
-        from airflow_provider_kibo_cancel.models import reason_suggestion
+        from airflow_provider_kibo_cancel.cancel_request import reason_suggestion
 
         unpublished: dict[str, int] = {}
         for request in plan.requests:

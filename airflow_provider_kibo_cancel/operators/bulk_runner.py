@@ -31,8 +31,8 @@ from airflow_provider_kibo_cancel.operators.encoding import (
 )
 
 if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
 #: After a stop (timeout, kill, interrupt), how long requests already in flight may take to finish.
 STOP_GRACE_SECONDS = 5.0

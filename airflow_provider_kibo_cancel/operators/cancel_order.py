@@ -13,13 +13,13 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboRateLimitWaitError,
     KiboValidationError,
 )
-from airflow_provider_kibo_cancel.operators import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.deferral import (
     DEFAULT_DEFER_THRESHOLD,
     DEFAULT_MAX_DEFERRED_WAIT,
     defer_until_kibo_accepts,
     deferral_problems,
 )
+from airflow_provider_kibo_cancel.operators.failing import fail_task_unless_retryable
 from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
 from airflow_provider_kibo_cancel.operators.retry import with_kibo_retry_policy
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
@@ -121,7 +121,7 @@ class CancelOrderOperator(BaseOperator):
         # Imported here, not at the top: DAG files import this module at every parse; requests and
         # pydantic are only needed when the task runs.
         from airflow_provider_kibo_cancel import assets, metrics
-        from airflow_provider_kibo_cancel.models import CancelOrderRequest, reason_suggestion
+        from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest, reason_suggestion
 
         hook = self.hook
         if self._killed:

@@ -35,7 +35,7 @@ from airflow_provider_kibo_cancel.operators.encoding import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
     from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
 
 LEDGER_KEY = "kibo_cancel.bulk_ledger"
