@@ -13,14 +13,17 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from airflow_provider_kibo_cancel.routes import ROUTES, route_of
+
 log = logging.getLogger(__name__)
 
 PREFIX = "kibo"
 OUTCOMES = ("canceled", "already_canceled", "failed", "invalid", "not_attempted")
 RETRY_CAUSES = ("429", "5xx", "transport")
-ENDPOINTS = ("oauth", "cancel", "get_order", "other")
+ENDPOINTS = (*(route.name for route in ROUTES), "other")
 
-# Name -> (type, meaning), the list the README documents (tests/test_metrics.py keeps them in step).
+# Name -> (type, meaning), the list the README documents; tests/test_signals.py checks that every metric a
+# real Airflow run sends over StatsD is one of these.
 METRICS: dict[str, tuple[str, str]] = {
     **{
         f"{PREFIX}.cancel.{outcome}": ("counter", f"orders whose cancel ended as {outcome}")
@@ -106,14 +109,8 @@ def deferral() -> None:
 
 
 def endpoint_of(method: str, path: str) -> str:
-    """The endpoint a request path belongs to, so request durations are grouped by what was called."""
-    if path.startswith("/api/platform/applications/authtickets"):
-        return "oauth"
-    if method == "POST" and path.startswith("/api/v2/order/action/cancel"):
-        return "cancel"
-    if method == "GET" and path.startswith("/api/v2/order/"):
-        return "get_order"
-    return "other"
+    """The route a request path belongs to, so request durations are grouped by what was called."""
+    return route_of(method, path)
 
 
 def request_duration(method: str, url_or_path: str, elapsed: timedelta | float) -> None:
