@@ -98,24 +98,6 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def token_problem(value: str) -> str | None:
-    """
-    Why a bearer token cannot go into an HTTP header (a line break, a space, a non-ASCII character), or
-    None. Told by position and kind only: the token itself is never shown.
-    """
-    for position, char in enumerate(value.strip(), start=1):
-        if not "\x21" <= char <= "\x7e":
-            kind = (
-                "a line break"
-                if char in "\r\n"
-                else "a space"
-                if char.isspace()
-                else "a character outside visible ASCII"
-            )
-            return f"the token holds {kind} at character {position} of {len(value.strip())}"
-    return None
-
-
 def shown(value: Any, limit: int = 60) -> str:
     """``value`` as it may be quoted in a message: repr() of its head, never megabytes, never raising."""
     if isinstance(value, str) and len(value) > limit:

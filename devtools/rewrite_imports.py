@@ -30,6 +30,9 @@ MOVES: dict[str, dict[str, str]] = {
         "plan_bulk_cancel": f"{PKG}.bulk_plan",
         "*": f"{PKG}.cancel_request",
     },
+    f"{PKG}.safety": {
+        "token_problem": f"{PKG}.hooks.auth",
+    },
     f"{PKG}.operators": {
         "fail_task_unless_retryable": f"{PKG}.operators.failing",
     },
