@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
@@ -20,13 +20,27 @@ _MAX_ORDERS_NESTING = 3
 _BULK_ENTRY_KEYS = frozenset({"order_id", "disposition_reason", "disposition_other_reason"})
 
 
+class InvalidEntry(TypedDict):
+    """An input entry that failed validation: ``input`` as given (its repr when not JSON), ``errors``."""
+
+    input: Any
+    errors: list[str]
+
+
+class DuplicateEntry(TypedDict):
+    """A later entry of an order id given before: the ``order_id``, and the ``input`` as given."""
+
+    order_id: int
+    input: Any
+
+
 @dataclass(frozen=True)
 class BulkCancelPlan:
     """A bulk input split up before anything is sent: unique valid cancels, invalid entries, duplicates."""
 
     requests: list[CancelOrderRequest]
-    invalid: list[dict[str, Any]]
-    duplicates: list[dict[str, Any]]
+    invalid: list[InvalidEntry]
+    duplicates: list[DuplicateEntry]
 
     @property
     def total(self) -> int:
@@ -132,8 +146,8 @@ def plan_bulk_cancel(
         raise KiboValidationError([_too_deep()])
 
     requests: list[CancelOrderRequest] = []
-    invalid: list[dict[str, Any]] = []
-    duplicates: list[dict[str, Any]] = []
+    invalid: list[InvalidEntry] = []
+    duplicates: list[DuplicateEntry] = []
     seen: set[int] = set()
     for entry in orders:
         if isinstance(entry, dict):

@@ -3,7 +3,8 @@
 Usage: ``python -m devtools.rewrite_imports PATH [PATH ...]`` (files or folders; ``*.py`` and ``*.md``).
 A ``from OLD import a, b`` is split into one import per new home of its names; a dotted reference
 ``OLD.name`` (in strings, docs, ``mock.patch`` targets) follows its name. Afterwards run
-``ruff check --fix --select I PATH`` to sort the imports. Idempotent: a second run changes nothing.
+``ruff check --fix --select I PATH`` and ``ruff format PATH`` to sort and wrap the imports. Idempotent:
+a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,41 @@ MOVES: dict[str, dict[str, str]] = {
     f"{PKG}.safety": {
         "token_problem": f"{PKG}.hooks.auth",
     },
+    f"{PKG}.operators.bulk_runner": {
+        **{
+            name: f"{PKG}.operators.outcome"
+            for name in (
+                "CANCELED",
+                "ALREADY_CANCELED",
+                "FAILED",
+                "NOT_ATTEMPTED",
+                "STOPPED",
+                "CIRCUIT_OPEN",
+                "RATE_LIMITED",
+                "CREDENTIALS_REFUSED",
+                "FORBIDDEN",
+                "FORBIDDEN_IN_A_ROW",
+                "REPEATED_BAD_REQUEST",
+                "SAME_BAD_REQUEST_IN_A_ROW",
+                "RATE_LIMITED_IN_A_ROW",
+                "BulkCancelOutcome",
+                "ProgressSnapshot",
+                "compact_outcome",
+                "restore_outcome",
+            )
+        },
+        **{
+            name: f"{PKG}.operators.summary"
+            for name in ("failure_entry", "error_description", "error_signature", "group_failures")
+        },
+    },
+    f"{PKG}.operators.bulk_cancel": {
+        "_order_limit": f"{PKG}.operators.bulk_checks",
+        "MAX_CONCURRENCY": f"{PKG}.operators.bulk_checks",
+        "counted": f"{PKG}.operators.summary",
+        "SUMMARY_XCOM_KEY": f"{PKG}.operators.summary",
+        "MAX_ORDERS_REFUSED": f"{PKG}.operators.summary",
+    },
     f"{PKG}.operators": {
         "fail_task_unless_retryable": f"{PKG}.operators.failing",
     },
@@ -41,6 +77,7 @@ MOVES: dict[str, dict[str, str]] = {
 #: names renamed on the way: (old module, old name) -> new name.
 RENAMES: dict[tuple[str, str], str] = {
     (f"{PKG}.models", "_short"): "shown",
+    (f"{PKG}.operators.bulk_cancel", "_order_limit"): "order_limit",
 }
 MOVES[f"{PKG}.models"]["_short"] = f"{PKG}.safety"
 
@@ -78,6 +115,10 @@ def _rewrite_import(match: re.Match[str]) -> str:
             else (f"{new_name} as {name}" if new_name != name else new_name)
         )
         by_home.setdefault(home, []).append(text)
+    if list(by_home) == [module] and not any(
+        (module, n.split(" as ")[0]) in RENAMES for n in by_home[module]
+    ):
+        return match[0]  # nothing of it moved: left exactly as written
     indent, comment = match["indent"], match["comment"] or ""
     lines = [f"{indent}from {home} import {', '.join(names)}" for home, names in by_home.items()]
     if lines:

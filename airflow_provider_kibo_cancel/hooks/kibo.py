@@ -33,6 +33,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboValidationError,
 )
 from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, _Token
+from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_kibo_cancel.hooks.responses import (
     KIBO_ERROR_KEYS,
     error_from,
@@ -403,14 +404,10 @@ class KiboHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets
-
         return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel.hooks.form import ui_field_behaviour
-
         return ui_field_behaviour()
 
     # --- internals --------------------------------------------------------------------------------------

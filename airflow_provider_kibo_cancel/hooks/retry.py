@@ -72,6 +72,7 @@ class CallRecord:
     #: An attempt may have reached Kibo and been applied, its answer lost or unreadable (a read timeout,
     #: a connection dropped mid-answer, a 5xx, a 2xx whose body is not what Kibo documents).
     may_have_applied: bool = False
+
     def after(self, *, reached_kibo: bool) -> CallRecord:
         """This record after one more attempt, which may have ``reached_kibo`` and been applied."""
         return CallRecord(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow_provider_kibo_cancel._compat import AirflowFailException
 from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel.operators.retry import is_kibo_retry_policy
 
 
 def fail_task_unless_retryable(exc: KiboError, operator: object = None) -> None:
@@ -28,6 +29,5 @@ def fail_task_unless_retryable(exc: KiboError, operator: object = None) -> None:
 def _kibo_policy_decides(operator: object) -> bool:
     if operator is None:
         return False
-    from airflow_provider_kibo_cancel.operators.retry import is_kibo_retry_policy
 
     return is_kibo_retry_policy(getattr(operator, "retry_policy", None))
