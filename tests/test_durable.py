@@ -5,21 +5,42 @@ single cancel's record, the Kibo retry policy, and what happens without a task s
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import itertools
 import json
 import random
 import threading
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.sdk import DAG
 
+from airflow_provider_kibo_cancel import metrics
+from airflow_provider_kibo_cancel._compat import AirflowFailException
 from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
-from airflow_provider_kibo_cancel.operators.bulk_runner import (
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboBulkCancelError,
+    KiboError,
+    KiboNotFoundError,
+    KiboServerError,
+)
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.encoding import decode_ids, encode_ids
+from airflow_provider_kibo_cancel.operators.ledger import (
+    LEDGER_KEY,
+    SINGLE_KEY,
+    SPLIT_BYTES,
+    DurableBulkRun,
+    Ledger,
+    ledger_document,
+)
+from airflow_provider_kibo_cancel.operators.outcome import (
     ALREADY_CANCELED,
     CANCELED,
     FAILED,
@@ -27,14 +48,8 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     compact_outcome,
     restore_outcome,
 )
-from airflow_provider_kibo_cancel.operators.encoding import decode_ids, encode_ids
-from airflow_provider_kibo_cancel.operators.ledger import (
-    LEDGER_KEY,
-    SINGLE_KEY,
-    SPLIT_BYTES,
-    Ledger,
-    ledger_document,
-)
+from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
+from airflow_provider_kibo_cancel.operators.summary import failure_entry
 
 
 class FakeStore:
@@ -123,7 +138,6 @@ def _ten_thousand_orders() -> tuple[list[CancelOrderRequest], BulkCancelOutcome]
     ]
     for index, order_id in enumerate(ids[::20]):
         exc = errors[index % 3].replace(order_id=order_id, correlation_id=f"corr-{rng.getrandbits(64):x}")
-        from airflow_provider_kibo_cancel.operators.bulk_runner import failure_entry
 
         outcome.results[order_id] = FAILED
         outcome.failures[order_id] = failure_entry(order_id, exc)
@@ -182,8 +196,6 @@ def test_ten_thousand_spread_out_ids_fit_under_the_default_limit_and_a_larger_le
 
 
 def _bulk(**kwargs: Any) -> Any:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
-
     return BulkCancelOrdersOperator(
         task_id="bulk", disposition_reason="created_by_mistake", progress_interval=0.5, **kwargs
     )
@@ -204,8 +216,6 @@ def test_a_try_that_dies_leaves_a_ledger_the_retry_resumes_from(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No final write (a SIGKILL): what the ledger had at the last journal write is all the retry gets."""
-    from airflow_provider_kibo_cancel.operators.ledger import DurableBulkRun
-
     kibo_conn.latency = 0.1  # 2 workers: about 20 orders a second
     store = FakeStore()
     orders = list(range(1000, 1100))
@@ -296,8 +306,6 @@ def test_another_tenant_starts_afresh(kibo_conn: KiboEmulator) -> None:
 def test_metrics_count_each_order_once_per_dag_run(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel import metrics
-
     counted: dict[str, int] = {}
 
     def count(outcome: str, count: int = 1) -> None:
@@ -353,8 +361,6 @@ def test_durable_false_keeps_no_ledger(kibo_conn: KiboEmulator) -> None:
 
 
 def _single(order_id: int, **kwargs: Any) -> Any:
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
-
     return CancelOrderOperator(
         task_id="single", order_id=order_id, disposition_reason="created_by_mistake", **kwargs
     )
@@ -407,13 +413,6 @@ def test_a_single_cancel_records_that_it_is_sent_before_sending(kibo_conn: KiboE
 @pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
     # A mapped task is unmapped on the worker from partial()'s kwargs, retry_policy=None among them.
-    import datetime as dt
-
-    from airflow.sdk import DAG
-
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 
     with DAG("mapped_policy", start_date=dt.datetime(2026, 1, 1), schedule=None):
         single = CancelOrderOperator.partial(task_id="one", disposition_reason="created_by_mistake")
@@ -426,11 +425,7 @@ def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
 
 @pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one() -> None:
-    from datetime import timedelta
-
     retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError, KiboServerError
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 
     bulk = _bulk(orders=[1], max_deferred_wait=600)
     policy = bulk.retry_policy
@@ -458,8 +453,6 @@ def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
     kibo_conn: KiboEmulator,
 ) -> None:
     retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
 
     with pytest.raises(KiboNotFoundError) as caught:  # Kibo's own error, for the policy to fail
         _single(424242).execute(context_for(FakeStore(), 1))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
 from tests.support import kibo_connection
@@ -52,8 +53,6 @@ def test_one_failed_ledger_write_does_not_end_the_ledger(kibo_conn: KiboEmulator
 def _counted_outcomes(
     monkeypatch: pytest.MonkeyPatch, store: Any, **kwargs: Any
 ) -> tuple[dict[str, int], Any]:
-    from airflow_provider_kibo_cancel import metrics
-
     counted: dict[str, int] = {}
 
     def count(outcome: str, count: int = 1) -> None:

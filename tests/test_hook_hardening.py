@@ -29,7 +29,8 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.outcome import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, tls_server_context
 from tests.test_reliability import hook_for
 

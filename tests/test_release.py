@@ -24,6 +24,7 @@ import airflow_provider_kibo_cancel
 from devtools.airflow_local import AirflowEnv, free_port
 from devtools.emulator_process import emulator_process
 from tests import user_project
+from tests.support import debian_chromium
 from tests.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
@@ -278,9 +279,8 @@ def look_at_the_ui(airflow_home: Path, env: dict[str, str], shell: str, tmp_path
 
 def picture_of_the_run(base: str, password: str, run_id: str) -> None:
     """docs/quickstart-xcom.png: the bulk task's XCom in the UI, as the quick start's step 7 finds it."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.support import debian_chromium
+    # Imported here: playwright is installed for the newest Airflow's browser tests only.
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=debian_chromium(), args=["--no-sandbox"])

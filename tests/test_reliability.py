@@ -236,9 +236,10 @@ def test_secrets_and_tokens_are_registered_with_the_masker(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     try:  # the masker Airflow's task logs go through
-        from airflow.sdk._shared.secrets_masker import redact
+        # Imported here: the masker's module depends on the Airflow version.
+        from airflow.sdk._shared.secrets_masker import redact  # noqa: PLC0415
     except ImportError:  # Airflow < 3.2
-        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]  # noqa: PLC0415
 
     hook = hook_for(emulator, monkeypatch)
     hook.cancel_order(1051, "created_by_mistake")

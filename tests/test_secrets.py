@@ -28,9 +28,10 @@ URL_PASSWORD = "url-pa/ss:w#rd-8812"  # holds the characters a URL parser splits
 
 def masked(text: str) -> str:
     try:  # the masker Airflow's task logs go through
-        from airflow.sdk._shared.secrets_masker import redact
+        # Imported here: the masker's module depends on the Airflow version.
+        from airflow.sdk._shared.secrets_masker import redact  # noqa: PLC0415
     except ImportError:  # Airflow < 3.2
-        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]  # noqa: PLC0415
     return str(redact(text))
 
 

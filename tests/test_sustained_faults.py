@@ -23,6 +23,7 @@ from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
+    KiboBulkCancelError,
     KiboCircuitOpenError,
     KiboError,
     KiboRedirectError,
@@ -32,14 +33,22 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.hooks.policy import MIN_RETRY_WAIT, CircuitBreaker, retry_after_seconds
-from airflow_provider_kibo_cancel.operators.bulk_runner import (
+from airflow_provider_kibo_cancel.hooks.policy import (
+    MIN_RETRY_WAIT,
+    CircuitBreaker,
+    Gate,
+    PausedTooLong,
+    retry_after_seconds,
+)
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.outcome import (
     CANCELED,
     CIRCUIT_OPEN,
     FAILED,
     NOT_ATTEMPTED,
     STOPPED,
-    BulkRun,
 )
 from tests.support import SHARED_SECRET, TENANT, tls_server_context
 from tests.test_reliability import hook_for
@@ -414,8 +423,6 @@ class _TaskInstance:
 
 
 def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     emulator.latency = 0.05
     hook_for(emulator, monkeypatch)
@@ -445,8 +452,6 @@ def test_a_kill_while_the_plan_is_checked_sends_nothing(
 ) -> None:
     # SIGTERM can arrive before the run's hook exists (while the orders are validated): on_kill must
     # still hold, so the run that follows sends nothing.
-    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     hook_for(emulator, monkeypatch)
     operator = BulkCancelOrdersOperator(
@@ -467,8 +472,6 @@ def test_a_kill_while_the_plan_is_checked_sends_nothing(
 def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
     emulator: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboStoppedError
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     hook_for(emulator, monkeypatch, backoff_base=4)
     emulator.inject("status", status=503, times=None)
@@ -504,8 +507,6 @@ def test_a_long_retry_after_on_the_last_attempt_still_stops_every_worker(
 
 
 def test_a_pause_extended_while_a_thread_waits_is_not_slept_through() -> None:
-    from airflow_provider_kibo_cancel.hooks.policy import Gate, PausedTooLong
-
     gate = Gate()
     gate.pause(2)  # short: the waiting thread may sleep through it...
     threading.Timer(0.3, gate.pause, (600,)).start()  # ...until another thread's 429 asks for 10 minutes
