@@ -55,7 +55,7 @@ def token_problem(value: str) -> str | None:
     return None
 
 
-class _Token:
+class Token:
     """An OAuth access token and when to stop using it."""
 
     def __init__(self, value: str, refresh_at: float) -> None:
@@ -66,7 +66,7 @@ class _Token:
         return time.monotonic() < self.refresh_at
 
     def __repr__(self) -> str:
-        return f"_Token(value='***', refresh_at={self.refresh_at!r})"
+        return f"Token(value='***', refresh_at={self.refresh_at!r})"
 
 
 class BearerToken(AuthBase):
@@ -125,7 +125,7 @@ class KiboOAuth(AuthBase):
         self._post = post
         self._log = log
         self._lock = threading.Lock()
-        self._token: _Token | None = None
+        self._token: Token | None = None
         # Refused credentials are final for this hook: every later call fails with the same error.
         self._refused: KiboAuthenticationError | None = None
         # The token fetched because Kibo answered 403 to the one before: a 403 to it is a refusal.
@@ -138,7 +138,7 @@ class KiboOAuth(AuthBase):
         return f"KiboOAuth(conn_id={self._settings.conn_id!r}, token={self._token!r})"
 
     @property
-    def current(self) -> _Token | None:
+    def current(self) -> Token | None:
         """The token fetched last (None before the first, and with a pre-issued token)."""
         return self._token
 
@@ -196,7 +196,7 @@ class KiboOAuth(AuthBase):
             current = self._token.value if self._token is not None else None
             return current != token or token != self._after_403
 
-    def _fetch(self, max_attempts: int | None) -> _Token:
+    def _fetch(self, max_attempts: int | None) -> Token:
         settings = self._settings
         credentials = {
             "client_id": settings.client_id,
@@ -239,7 +239,7 @@ class KiboOAuth(AuthBase):
             )
             lifetime = FALLBACK_TOKEN_LIFETIME
         # Refresh ahead of expiry so a long bulk run never sends a token that dies in flight.
-        return _Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
+        return Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
 
     def _refusal(self, response: requests.Response, payload: Any) -> Exception:
         """The error an OAuth answer of 300 or more means; a 400/401/403 refuses the credentials."""

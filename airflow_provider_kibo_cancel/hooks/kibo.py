@@ -32,7 +32,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
     KiboValidationError,
 )
-from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, _Token
+from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, Token
 from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_kibo_cancel.hooks.responses import (
     KIBO_ERROR_KEYS,
@@ -211,7 +211,7 @@ class KiboHook(BaseHook):
         return self._auth
 
     @property
-    def _token(self) -> _Token | None:
+    def _token(self) -> Token | None:
         """The token fetched last, for tests and debuggers (never shown in a repr)."""
         return self._auth.current if self._auth is not None else None
 
