@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,26 @@ from airflow_provider_kibo_cancel.safety import (
 )
 
 _DIGITS = re.compile(r"^[0-9]+$")
+
+
+class AirflowConnection(Protocol):
+    """The fields of an Airflow connection the settings are read from (``airflow.sdk.Connection``)."""
+
+    host: str | None
+    login: str | None
+    password: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+def missing_connection_error(conn_id: str) -> KiboConfigurationError:
+    """A connection that does not exist is configuration, not a passing fault: no task retries."""
+    return KiboConfigurationError(
+        f"The Kibo connection {conn_id!r} does not exist; create it (Admin -> Connections, `airflow "
+        f"connections add`, or AIRFLOW_CONN_{conn_id.upper()}) or set kibo_conn_id to an existing one"
+    )
+
 
 #: The body's order id key: the specification spells it ``orderId``, Kibo's own pages ``orderID``.
 OrderIdField = Literal["orderId", "orderID"]
@@ -229,6 +249,20 @@ class KiboConnectionSettings(BaseModel):
             raise KiboConfigurationError(
                 f"Kibo connection {conn_id!r} is not usable: invalid {_fields(exc)}"
             ) from None
+
+    @classmethod
+    def read(
+        cls, conn_id: str, conn: AirflowConnection, overrides: dict[str, Any] | None = None
+    ) -> KiboConnectionSettings:
+        """:meth:`from_connection` for an Airflow connection (its ``extra`` as parsed JSON)."""
+        return cls.from_connection(
+            conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra_dejson,
+            overrides=overrides,
+        )
 
     def headers(self) -> dict[str, str]:
         """Headers every API call carries, without Authorization (added per request, never logged)."""

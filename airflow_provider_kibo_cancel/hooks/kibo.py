@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Callable
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -16,32 +15,28 @@ from requests.utils import get_environ_proxies
 from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_kibo_cancel.cancel_request import (
-    CANCELED_STATUS,
     CancelOrderRequest,
     CancelResult,
     parse_order_id,
 )
-from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, missing_connection_error
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
-    KiboConfigurationError,
-    KiboConflictError,
     KiboError,
-    KiboResponseError,
     KiboStoppedError,
     KiboTransportError,
     KiboValidationError,
 )
 from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, Token
+from airflow_provider_kibo_cancel.hooks.diagnosis import connection_hint, probe_verdict
 from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets, ui_field_behaviour
+from airflow_provider_kibo_cancel.hooks.readback import settle_cancel
 from airflow_provider_kibo_cancel.hooks.responses import (
-    KIBO_ERROR_KEYS,
     error_from,
-    excerpt,
     order_from,
 )
 from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
-from airflow_provider_kibo_cancel.hooks.transport import stoppable_adapter
+from airflow_provider_kibo_cancel.hooks.transport import new_session, prepared_template, stoppable_adapter
 from airflow_provider_kibo_cancel.provider_info import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -55,17 +50,6 @@ if TYPE_CHECKING:
 # Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
 # functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
 _SESSION_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=256)
-def _prepared_template(
-    method: str, url: str, headers: tuple[tuple[str, str], ...]
-) -> requests.PreparedRequest:
-    """
-    A prepared request to copy for each call. ``Session.request`` would parse the URL, merge cookie jars
-    and settings every time: about 0.15 ms, a tenth of a request's CPU in a bulk run.
-    """
-    return requests.Request(method, url, headers=dict(headers)).prepare()
 
 
 def _post_through(hook: weakref.ref[KiboHook]) -> Callable[[str, dict[str, Any]], requests.Response]:
@@ -150,24 +134,12 @@ class KiboHook(BaseHook):
             return self.get_connection(self.kibo_conn_id)
         except AirflowNotFoundException:
             # A missing connection is configuration, not a passing fault: fail without task retries.
-            raise KiboConfigurationError(
-                f"The Kibo connection {self.kibo_conn_id!r} does not exist; create it (Admin -> "
-                f"Connections, `airflow connections add`, or AIRFLOW_CONN_{self.kibo_conn_id.upper()}) "
-                "or set kibo_conn_id to an existing one"
-            ) from None
+            raise missing_connection_error(self.kibo_conn_id) from None
 
     @cached_property
     def settings(self) -> KiboConnectionSettings:
         """The connection, validated; raises KiboConfigurationError before anything is sent."""
-        conn = self.connection
-        settings = KiboConnectionSettings.from_connection(
-            self.kibo_conn_id,
-            host=conn.host,
-            login=conn.login,
-            password=conn.password,
-            extra=conn.extra_dejson,
-            overrides=self._overrides,
-        )
+        settings = KiboConnectionSettings.read(self.kibo_conn_id, self.connection, self._overrides)
         for secret in (settings.client_secret, settings.access_token):
             if secret:
                 mask_secret(secret)
@@ -224,19 +196,9 @@ class KiboHook(BaseHook):
             post=_post_through(weakref.ref(self)),
             log=self.log,
         )
-        session = requests.Session()
-        session.auth = auth
         # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection;
         # a connection made while the hook is being stopped carries nothing.
-        adapter = stoppable_adapter(self._retry.gate, self._pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.update(settings.headers())
-        # requests reads proxy and CA-bundle variables from the environment on every request (~1 ms of
-        # CPU each, most of a request's cost); read them once per hook instead. No netrc either: the
-        # Authorization header is ours alone.
-        session.trust_env = False
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session = new_session(settings.headers(), stoppable_adapter(self._retry.gate, self._pool_size), auth)
         self._auth = auth
         return session
 
@@ -278,24 +240,12 @@ class KiboHook(BaseHook):
                 request.disposition_reason,
             )
         body = request.body(self.settings.order_id_field)
-        try:
-            answer = self._call("POST", CANCEL_PATH, route="cancel", order_id=request.order_id, json=body)
-        except KiboError as exc:
-            if not (isinstance(exc, KiboConflictError) or exc.may_have_applied):
-                raise
-            # After an attempt that may have landed, a CANCELED order was most likely canceled by it.
-            order = self._read_back_canceled(request.order_id, exc)
-            return CancelResult(order, already_canceled=not exc.may_have_applied)
-        try:
-            order = order_from(answer.response, request.order_id)
-        except KiboResponseError as exc:
-            # Kibo answered 2xx, so the cancel was most likely applied: the order itself tells.
-            applied = exc.replace(
-                exc.message + "; Kibo answered the cancel with a 2xx, so it may have been applied",
-                may_have_applied=True,
-            )
-            return CancelResult(self._read_back_canceled(request.order_id, applied), already_canceled=False)
-        return CancelResult(order, already_canceled=False)
+        return settle_cancel(
+            lambda: self._call("POST", CANCEL_PATH, route="cancel", order_id=request.order_id, json=body),
+            self.get_order,
+            request.order_id,
+            self.log,
+        )
 
     def authenticate(self) -> None:
         """
@@ -374,31 +324,7 @@ class KiboHook(BaseHook):
             return False, f"Kibo is unreachable: {exc}"
         except KiboError as exc:
             return False, str(exc)
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status == 200 and isinstance(body, dict) and ("orderID" in body or "orderId" in body):
-            pass
-        elif status == 404 and isinstance(body, dict) and KIBO_ERROR_KEYS & body.keys():
-            pass  # authenticated and authorised for the tenant: order 1 simply does not exist
-        elif status >= 300 and status != 404:
-            error = error_from(response, f"Kibo GET {url_path} failed", order_id=None)
-            if status == 401:
-                return False, f"Kibo refused the token for tenant {settings.tenant_id}: {error}"
-            if status == 403:
-                return False, f"The credentials are not allowed for this tenant or site: {error}"
-            return False, str(error)
-        else:
-            content_type = response.headers.get("Content-Type", "no content type")
-            return False, (
-                f"{settings.base_url} does not answer like Kibo: GET {url_path} gave HTTP {status} "
-                f"({content_type}): {excerpt(response)!r}. Check the connection's host and tenant."
-            )
-        return True, (
-            f"Connected to Kibo tenant {settings.tenant_id} ({settings.environment}) at {settings.base_url}"
-        )
+        return probe_verdict(response, settings, url_path)
 
     # --- connection form (Airflow 3.0/3.1 only; 3.2+ reads provider_info's conn-fields) ----------------
 
@@ -412,30 +338,12 @@ class KiboHook(BaseHook):
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _read_back_canceled(self, order_id: int, cause: KiboError) -> dict[str, Any]:
-        """Resolve a cancel that may have been applied before: succeed if the order reads CANCELED."""
-        try:
-            order = self.get_order(order_id)
-        except KiboError as read_error:
-            # The cancel's own error stays the one reported; the read-back adds why it could not settle it.
-            raise cause.replace(
-                f"{cause.message}; reading the order back to settle it failed too: {read_error.message}",
-                # Undecided: a later (task) retry may settle it.
-                retryable=cause.retryable or read_error.retryable,
-                rate_limited=cause.rate_limited or read_error.rate_limited,
-            ) from None
-        status = str(order.get("orderStatus") or order.get("status") or "")
-        if status.upper() != CANCELED_STATUS:
-            raise cause
-        self.log.debug("Order %s reads CANCELED after %s", order_id, cause)
-        return order
-
     def _http(
         self, method: str, url: str, *, json: dict[str, Any] | None, auth: AuthBase | None = None
     ) -> requests.Response:
         """One HTTP exchange over the hook's session, always with a timeout, never following redirects."""
         session = self.session
-        prepared = _prepared_template(method, url, tuple(session.headers.items())).copy()
+        prepared = prepared_template(method, url, tuple(session.headers.items())).copy()
         if json is not None:
             prepared.prepare_body(data=None, files=None, json=json)
         if auth is not None:
@@ -517,36 +425,9 @@ class KiboHook(BaseHook):
                     f"Kibo {what} failed",
                     order_id=order_id,
                     may_have_applied=record.may_have_applied,
-                    hint=self._hint(status, answer.response),
+                    hint=connection_hint(
+                        self.settings, status, answer.response, refreshable=auth.refreshable
+                    ),
                 )
             return Answer(answer.response, record)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _hint(self, status: int, response: requests.Response) -> str | None:
-        """What to change in the connection for an answer that points at it (401, 403, a misspelt field)."""
-        conn = f"connection {self.kibo_conn_id!r}"
-        if status == 401 and not self.auth.refreshable:
-            return (
-                f"Kibo refused the pre-issued access token (extra access_token) of {conn}; it cannot be "
-                "refreshed: put a new one there, or set the Application Key and Shared Secret instead"
-            )
-        if status == 401:
-            return (
-                f"Kibo refused the token: check the Application Key (login) and Shared Secret (password) "
-                f"of {conn}"
-            )
-        if status == 403:
-            site = f" and site {self.settings.site_id}" if self.settings.site_id else ""
-            return (
-                f"Kibo refused tenant {self.settings.tenant_id}{site} for these credentials: check the "
-                f"Tenant ID and Site ID (extras tenant_id, site_id) of {conn}, and the application's "
-                "permissions in Kibo"
-            )
-        if status == 400 and "orderid" in response.text[:2000].lower():
-            spelling = self.settings.order_id_field
-            other = "orderID" if spelling == "orderId" else "orderId"
-            return (
-                f"Kibo's answer names the order id field, sent as {spelling!r}; if your tenant expects "
-                f"{other!r}, set extra order_id_field to {other!r} in {conn}"
-            )
-        return None
