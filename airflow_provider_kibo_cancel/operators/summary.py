@@ -16,20 +16,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 from airflow_provider_kibo_cancel.bulk_plan import DuplicateEntry, InvalidEntry
 from airflow_provider_kibo_cancel.cancel_request import reason_suggestion
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-from airflow_provider_kibo_cancel.operators.outcome import (
-    ALREADY_CANCELED,
-    CANCELED,
-    CIRCUIT_OPEN,
-    CREDENTIALS_REFUSED,
-    FAILED,
-    FORBIDDEN,
-    FORBIDDEN_IN_A_ROW,
-    NOT_ATTEMPTED,
-    RATE_LIMITED,
-    REPEATED_BAD_REQUEST,
-    SAME_BAD_REQUEST_IN_A_ROW,
-    BulkCancelOutcome,
-)
+from airflow_provider_kibo_cancel.operators import outcome as outcomes
+from airflow_provider_kibo_cancel.operators.outcome import BulkCancelOutcome
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.bulk_plan import BulkCancelPlan
@@ -180,10 +168,10 @@ def build_summary(
     requests = plan.requests
     summary: BulkCancelSummary = {
         "total": plan.total,
-        "canceled": outcome.ids(requests, CANCELED),
-        "already_canceled": outcome.ids(requests, ALREADY_CANCELED),
-        "failed": [outcome.failures[order_id] for order_id in outcome.ids(requests, FAILED)],
-        "not_attempted": [] if dry_run else outcome.ids(requests, NOT_ATTEMPTED),
+        "canceled": outcome.ids(requests, outcomes.CANCELED),
+        "already_canceled": outcome.ids(requests, outcomes.ALREADY_CANCELED),
+        "failed": [outcome.failures[order_id] for order_id in outcome.ids(requests, outcomes.FAILED)],
+        "not_attempted": [] if dry_run else outcome.ids(requests, outcomes.NOT_ATTEMPTED),
         "invalid": plan.invalid,
         "duplicates": plan.duplicates,
         "dry_run": dry_run,
@@ -249,27 +237,27 @@ def halt_error(
         f"'{SUMMARY_XCOM_KEY}'"
     )
     retryable = True
-    if outcome.halted == CREDENTIALS_REFUSED:
+    if outcome.halted == outcomes.CREDENTIALS_REFUSED:
         reason, retryable = f"Kibo refused the credentials ({outcome.halt_error})", False
-    elif outcome.halted == FORBIDDEN:
+    elif outcome.halted == outcomes.FORBIDDEN:
         reason, retryable = (
-            f"Kibo refused this tenant or site for {FORBIDDEN_IN_A_ROW} orders in a row "
+            f"Kibo refused this tenant or site for {outcomes.FORBIDDEN_IN_A_ROW} orders in a row "
             f"({outcome.halt_error})",
             False,
         )
-    elif outcome.halted == REPEATED_BAD_REQUEST:
+    elif outcome.halted == outcomes.REPEATED_BAD_REQUEST:
         # The request itself is refused (a typo'd reason): every order with that reason would be
         # refused alike, and a retry sends the same request.
         refused = ", ".join(repr(r) for r in outcome.refused_reasons)
         reason, retryable = (
-            f"Kibo refused {SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error for "
+            f"Kibo refused {outcomes.SAME_BAD_REQUEST_IN_A_ROW} orders in a row with the same error for "
             f"disposition_reason {refused}, so the other orders with it were not sent (orders with "
             f"other reasons were): {'; '.join(hints.grouped_failures(summary['failed'], 1))}",
             False,
         )
-    elif outcome.halted == CIRCUIT_OPEN:
+    elif outcome.halted == outcomes.CIRCUIT_OPEN:
         reason = f"Kibo looks down ({outcome.halt_error or 'every request failed for a retry schedule'})"
-    elif outcome.halted == RATE_LIMITED:
+    elif outcome.halted == outcomes.RATE_LIMITED:
         resume = resume_time(outcome)
         if deferral_refused is not None:
             reason = (
@@ -287,7 +275,7 @@ def halt_error(
         f"Bulk cancel stopped early: {reason}. {done}",
         summary=summary,
         retryable=retryable,
-        resume_at=(outcome.resume_at or time.time()) if outcome.halted == RATE_LIMITED else None,
+        resume_at=(outcome.resume_at or time.time()) if outcome.halted == outcomes.RATE_LIMITED else None,
     )
 
 
