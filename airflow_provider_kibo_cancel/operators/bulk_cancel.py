@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel import assets, metrics
 from airflow_provider_kibo_cancel._compat import (
     AirflowFailException,
     BaseOperator,
@@ -15,9 +14,9 @@ from airflow_provider_kibo_cancel._compat import (
     default_deferrable,
 )
 from airflow_provider_kibo_cancel.bulk_plan import BulkCancelPlan, plan_bulk_cancel
-from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.exceptions import KiboError, KiboRateLimitError, KiboValidationError
 from airflow_provider_kibo_cancel.operators.bulk_checks import bulk_settings_problems, order_limit
+from airflow_provider_kibo_cancel.operators.bulk_durable import count_outcomes, open_durable_run, resume_point
 from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 from airflow_provider_kibo_cancel.operators.deferral import (
     DEFAULT_DEFER_THRESHOLD,
@@ -28,9 +27,6 @@ from airflow_provider_kibo_cancel.operators.failing import fail_task_unless_retr
 from airflow_provider_kibo_cancel.operators.kill import on_kill_at_sigterm
 from airflow_provider_kibo_cancel.operators.ledger import (
     DurableBulkRun,
-    run_epoch,
-    task_state_store,
-    try_number,
 )
 from airflow_provider_kibo_cancel.operators.outcome import (
     CREDENTIALS_REFUSED,
@@ -38,9 +34,7 @@ from airflow_provider_kibo_cancel.operators.outcome import (
     RATE_LIMITED,
     REPEATED_BAD_REQUEST,
     BulkCancelOutcome,
-    ProgressSnapshot,
     compact_outcome,
-    restore_outcome,
 )
 from airflow_provider_kibo_cancel.operators.retry import with_kibo_retry_policy
 from airflow_provider_kibo_cancel.operators.summary import (
@@ -51,6 +45,8 @@ from airflow_provider_kibo_cancel.operators.summary import (
     counted,
     failures_error,
     halt_error,
+    log_progress,
+    log_result,
     resume_time,
 )
 from airflow_provider_kibo_cancel.provider_info import DEFAULT_CONN_ID
@@ -185,6 +181,9 @@ class BulkCancelOrdersOperator(BaseOperator):
             return self._execute(context, event["state"])
 
     def _execute(self, context: Context, state: dict[str, Any] | None) -> BulkCancelSummary:
+        # Here, not at the top: a DAG file's parse loads neither metrics nor assets code (test_signals.py).
+        from airflow_provider_kibo_cancel import assets  # noqa: PLC0415
+
         try:
             self._check_settings()
             plan = plan_bulk_cancel(self.orders, self.disposition_reason, self.disposition_other_reason)
@@ -198,7 +197,8 @@ class BulkCancelOrdersOperator(BaseOperator):
             counted(len(plan.invalid), "invalid entry", "invalid entries"),
             counted(len(plan.duplicates), "duplicate"),
         )
-        self._warn_unpublished_reasons(plan)
+        self._hints = ReasonHints.of(plan.requests)
+        self._hints.warn_unpublished(plan.requests, self.log)
         self._enforce_max_orders(context, plan)
         if self.is_dry_run:
             return self._dry_run(context, plan)
@@ -220,8 +220,12 @@ class BulkCancelOrdersOperator(BaseOperator):
                 hook.settings.base_url,
             )
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
-            durable = self._durable_run(context, plan, hook.settings.tenant_id)
-            previous, todo = self._resume_point(plan, state, durable)
+            durable = (
+                open_durable_run(context, plan.requests, hook.settings.tenant_id, self.log)
+                if self.durable
+                else None
+            )
+            previous, todo = resume_point(plan.requests, state, durable, self.log)
             run = BulkRun(
                 hook,
                 todo,
@@ -232,7 +236,10 @@ class BulkCancelOrdersOperator(BaseOperator):
             )
             self._authenticate(hook, plan, previous, state or {})
             dispatched = True
-            outcome = run.run(progress=self._log_progress, progress_interval=self.progress_interval)
+            outcome = run.run(
+                progress=lambda progress: log_progress(self.log, progress),
+                progress_interval=self.progress_interval,
+            )
         except TaskDeferred:
             raise  # Kibo asked to wait before the first cancel: the resumed run reports, not this one
         except BaseException as exc:
@@ -240,7 +247,7 @@ class BulkCancelOrdersOperator(BaseOperator):
             so_far = run.outcome if run is not None else previous
             summary = build_summary(plan, so_far)
             if dispatched:  # a run refused before its first cancel (no token, bad outlet) has no outcomes
-                self._count_outcomes(context, summary, durable, final=False)
+                count_outcomes(context, summary, durable, final=False)
             if durable is not None:
                 durable.save(so_far)
             self._push_summary(context, summary)
@@ -270,13 +277,13 @@ class BulkCancelOrdersOperator(BaseOperator):
         permanent = (halted and outcome.halted in _PERMANENT_HALTS) or (
             failing and not halted and not any(f["retryable"] for f in summary["failed"])
         )
-        self._count_outcomes(context, summary, durable, final=not failing or permanent)
+        count_outcomes(context, summary, durable, final=not failing or permanent)
         if durable is not None:
             if not failing:  # the event below names them (an event is recorded only when the task succeeds)
                 durable.emitted = set(summary["canceled"])
             durable.save(outcome)
         self._push_summary(context, summary)
-        self._log_result(summary)
+        log_result(self.log, summary)
         if outcome.halted is not None and summary["not_attempted"]:
             if outcome.halted == RATE_LIMITED:
                 self.log.warning("Kibo rate limit: no cancel is sent before %s", resume_time(outcome))
@@ -301,85 +308,13 @@ class BulkCancelOrdersOperator(BaseOperator):
         self._emit_event(context, self.hook.settings.tenant_id, summary)
         return summary
 
-    def _durable_run(self, context: Context, plan: BulkCancelPlan, tenant_id: str) -> DurableBulkRun | None:
-        """This try's ledger on Airflow 3.3+ (``durable``); None where there is no task state store."""
-        if not self.durable:
-            return None
-        store = task_state_store(context)
-        if store is None:
-            self.log.info(
-                "durable=True has no effect on this Airflow (no task state store before 3.3): each try "
-                "starts afresh"
-            )
-            return None
-        return DurableBulkRun(
-            store,
-            self.log,
-            epoch=run_epoch(context),
-            try_number=try_number(context),
-            tenant=tenant_id,
-            requests=plan.requests,
-        )
-
-    def _count_outcomes(
-        self, context: Context, summary: BulkCancelSummary, durable: DurableBulkRun | None, *, final: bool
-    ) -> None:
-        """
-        The outcome metrics, each order once per DAG run in a durable run: orders an earlier try counted
-        are not counted again; orders a retry may still settle (not attempted, a retryable failure) are
-        counted when the task ends with them (success, or its last try).
-        """
-
-        if durable is None:
-            metrics.cancel_outcomes(summary)
-            return
-        ti = context.get("ti")
-        last_try = final or int(getattr(ti, "try_number", 0) or 0) > int(getattr(ti, "max_tries", 0) or 0)
-        counts: dict[str, list[Any]] = {}
-        for bucket in ("canceled", "already_canceled"):
-            counts[bucket] = [i for i in summary[bucket] if i not in durable.counted]
-        counts["failed"] = [
-            f["order_id"]
-            for f in summary["failed"]
-            if f["order_id"] not in durable.counted and (last_try or not f.get("retryable"))
-        ]
-        counts["not_attempted"] = (
-            [i for i in summary["not_attempted"] if i not in durable.counted] if last_try else []
-        )
-        counts["invalid"] = [] if durable.invalid_counted else list(summary["invalid"])
-        metrics.cancel_outcomes(counts)
-        for bucket in ("canceled", "already_canceled", "failed", "not_attempted"):
-            durable.counted.update(counts[bucket])
-        durable.invalid_counted = True
-
     def _emit_event(self, context: Context, tenant_id: str, summary: BulkCancelSummary) -> None:
         """The asset event of a successful run (an alias gets one only when this run canceled orders)."""
+        # Here, not at the top: a DAG file's parse loads neither metrics nor assets code (test_signals.py).
+        from airflow_provider_kibo_cancel import assets  # noqa: PLC0415
+
         if for_nothing := assets.emit_summary_event(context, self.outlets, tenant_id, summary):
             self.log.info("%s", assets.nothing_canceled_note(for_nothing))
-
-    def _resume_point(
-        self, plan: BulkCancelPlan, state: dict[str, Any] | None, durable: DurableBulkRun | None
-    ) -> tuple[BulkCancelOutcome, list[CancelOrderRequest]]:
-        """What earlier segments of a deferred run, or earlier tries (the ledger), settled, and the orders
-        still to send."""
-        from_ledger = durable.resume() if durable is not None else None
-        # A deferral resumed within this try: its state is exact; otherwise what earlier tries settled.
-        previous = restore_outcome(state) if state is not None else from_ledger or BulkCancelOutcome()
-        todo = [request for request in plan.requests if request.order_id not in previous.results]
-        if state is not None:
-            self.log.info(
-                "Resuming after Kibo's Retry-After (%.0f s deferred so far): %d settled, %d left to send",
-                state.get("deferred_seconds", 0.0),
-                len(previous.results),
-                len(todo),
-            )
-        elif from_ledger is not None:
-            self.log.info(
-                "Durable run: %d orders settled by earlier tries, %d left to send",
-                len(previous.results),
-                len(todo),
-            )
-        return previous, todo
 
     def _authenticate(
         self, hook: KiboHook, plan: BulkCancelPlan, previous: BulkCancelOutcome, state: dict[str, Any]
@@ -433,6 +368,9 @@ class BulkCancelOrdersOperator(BaseOperator):
         return summary
 
     def _dry_run_event(self, context: Context, hook: KiboHook, summary: BulkCancelSummary) -> None:
+        # Here, not at the top: a DAG file's parse loads neither metrics nor assets code (test_signals.py).
+        from airflow_provider_kibo_cancel import assets  # noqa: PLC0415
+
         try:
             assets.check_outlets(self.outlets, hook.settings.tenant_id)
         except KiboError as exc:
@@ -480,57 +418,6 @@ class BulkCancelOrdersOperator(BaseOperator):
             f"Refusing to cancel {count} orders: more than max_orders={limit}, nothing was sent. "
             f"The would-be summary (would_cancel) is in XCom key '{SUMMARY_XCOM_KEY}'. If {count} is "
             f"right, raise max_orders (e.g. max_orders={count}) or set max_orders=None for no limit."
-        )
-
-    def _warn_unpublished_reasons(self, plan: BulkCancelPlan) -> None:
-        """One warning per run (with the count), not one per order; a near miss of a published reason
-        gets a "did you mean" (kept for the failure message too)."""
-        unpublished: dict[str, int] = {}
-        for request in plan.requests:
-            if not request.is_published_reason:
-                unpublished[request.disposition_reason] = unpublished.get(request.disposition_reason, 0) + 1
-        self._hints = ReasonHints.of(plan.requests)
-        if unpublished:
-            count = sum(unpublished.values())
-            self.log.warning(
-                "%s %s a disposition_reason Kibo does not publish (%s); sending as given%s",
-                counted(count, "order"),
-                "uses" if count == 1 else "use",
-                ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
-                "".join(
-                    f"; did you mean {hint!r} for {typo!r}?" for typo, hint in self._hints.suggestions.items()
-                ),
-            )
-
-    def _log_progress(self, progress: ProgressSnapshot) -> None:
-        """One progress line, from counts the run took under its lock (never the live outcome)."""
-        rate = progress.rate
-        eta = (progress.total - progress.done) / rate if rate else float("inf")
-        self.log.info(
-            "Bulk cancel progress: %d/%d done (%.0f%%), %.1f orders/s, ETA %.0f s; "
-            "%d canceled, %d already canceled, %d failed",
-            progress.done,
-            progress.total,
-            100 * progress.done / progress.total if progress.total else 100,
-            rate,
-            eta,
-            progress.canceled,
-            progress.already_canceled,
-            progress.failed,
-        )
-
-    def _log_result(self, summary: BulkCancelSummary) -> None:
-        for failure in summary["failed"]:
-            self.log.debug("Order %s failed: %s", failure["order_id"], failure["error"])
-        for order_id in summary["already_canceled"]:
-            self.log.debug("Order %s was canceled already", order_id)
-        self.log.info(
-            "Bulk cancel finished in %.1f s: %s canceled, %s canceled already, %s failed, %s not attempted",
-            summary.get("elapsed_seconds", 0.0),
-            counted(len(summary["canceled"]), "order"),
-            len(summary["already_canceled"]),
-            len(summary["failed"]),
-            len(summary["not_attempted"]),
         )
 
     def _push_summary(self, context: Context, summary: BulkCancelSummary) -> None:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kibo_cancel import assets, metrics
 from airflow_provider_kibo_cancel._compat import BaseOperator, default_deferrable
 from airflow_provider_kibo_cancel.exceptions import (
     KiboError,
@@ -121,8 +120,9 @@ class CancelOrderOperator(BaseOperator):
             self.log.warning("Cancel told to stop: it will not be sent (again)")
 
     def _cancel(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
-        # Here, not at the top: DAG files import this module at every parse, and building the pydantic
-        # request model costs ~5 ms of it (measured: make bench row 2); only a running task needs it.
+        # Here, not at the top: a DAG file's parse loads neither metrics nor assets code (test_signals.py),
+        # and building the pydantic request model costs ~5 ms of it (make bench row 2).
+        from airflow_provider_kibo_cancel import assets, metrics  # noqa: PLC0415
         from airflow_provider_kibo_cancel.cancel_request import (  # noqa: PLC0415
             CancelOrderRequest,
             reason_suggestion,

@@ -11,13 +11,24 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 from airflow_provider_kibo_cancel.bulk_plan import DuplicateEntry, InvalidEntry
 from airflow_provider_kibo_cancel.cancel_request import reason_suggestion
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
 from airflow_provider_kibo_cancel.operators import outcome as outcomes
-from airflow_provider_kibo_cancel.operators.outcome import BulkCancelOutcome
+from airflow_provider_kibo_cancel.operators.outcome import BulkCancelOutcome, ProgressSnapshot
+
+
+class Logger(Protocol):
+    """The operator's logger (stdlib's or the Task SDK's)."""
+
+    def debug(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def info(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.bulk_plan import BulkCancelPlan
@@ -203,6 +214,23 @@ class ReasonHints:
             {reason: hint for reason in unpublished if (hint := reason_suggestion(reason))},
         )
 
+    def warn_unpublished(self, requests: list[CancelOrderRequest], log: Logger) -> None:
+        """One warning per run (with the count), not one per order; a near miss of a published reason
+        gets a "did you mean" (kept for the failure message too)."""
+        unpublished: dict[str, int] = {}
+        for request in requests:
+            if not request.is_published_reason:
+                unpublished[request.disposition_reason] = unpublished.get(request.disposition_reason, 0) + 1
+        if unpublished:
+            count = sum(unpublished.values())
+            log.warning(
+                "%s %s a disposition_reason Kibo does not publish (%s); sending as given%s",
+                counted(count, "order"),
+                "uses" if count == 1 else "use",
+                ", ".join(f"{reason!r}: {count}" for reason, count in sorted(unpublished.items())),
+                "".join(f"; did you mean {hint!r} for {typo!r}?" for typo, hint in self.suggestions.items()),
+            )
+
     def grouped_failures(self, failed: list[FailureRecord], limit: int = 3) -> list[str]:
         """Identical errors once, with their count and orders ("20 x HTTP 400 ...: ... (orders ...)"),
         plus a "did you mean" when those orders used a near miss of a published reason."""
@@ -302,4 +330,38 @@ def failures_error(
         summary=summary,
         retryable=any(f["retryable"] for f in summary["failed"]),
         resume_at=resume_at,
+    )
+
+
+def log_progress(log: Logger, progress: ProgressSnapshot) -> None:
+    """One progress line, from counts the run took under its lock (never the live outcome)."""
+    rate = progress.rate
+    eta = (progress.total - progress.done) / rate if rate else float("inf")
+    log.info(
+        "Bulk cancel progress: %d/%d done (%.0f%%), %.1f orders/s, ETA %.0f s; "
+        "%d canceled, %d already canceled, %d failed",
+        progress.done,
+        progress.total,
+        100 * progress.done / progress.total if progress.total else 100,
+        rate,
+        eta,
+        progress.canceled,
+        progress.already_canceled,
+        progress.failed,
+    )
+
+
+def log_result(log: Logger, summary: BulkCancelSummary) -> None:
+    """The run's result: one line, and each failure and already canceled order at debug level."""
+    for failure in summary["failed"]:
+        log.debug("Order %s failed: %s", failure["order_id"], failure["error"])
+    for order_id in summary["already_canceled"]:
+        log.debug("Order %s was canceled already", order_id)
+    log.info(
+        "Bulk cancel finished in %.1f s: %s canceled, %s canceled already, %s failed, %s not attempted",
+        summary.get("elapsed_seconds", 0.0),
+        counted(len(summary["canceled"]), "order"),
+        len(summary["already_canceled"]),
+        len(summary["failed"]),
+        len(summary["not_attempted"]),
     )
