@@ -7,31 +7,20 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
 from airflow_provider_kibo_cancel.safety import nesting_exceeds, shown
+
+if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.operators.summary import DuplicateEntry, InvalidEntry
 
 # A bulk input is a list of ids or of flat dicts; anything nested deeper is not one, and very deep
 # nesting would end in a RecursionError in the parser, in repr() or in Airflow's XCom serializer.
 _MAX_ORDERS_NESTING = 3
 
 _BULK_ENTRY_KEYS = frozenset({"order_id", "disposition_reason", "disposition_other_reason"})
-
-
-class InvalidEntry(TypedDict):
-    """An input entry that failed validation: ``input`` as given (its repr when not JSON), ``errors``."""
-
-    input: Any
-    errors: list[str]
-
-
-class DuplicateEntry(TypedDict):
-    """A later entry of an order id given before: the ``order_id``, and the ``input`` as given."""
-
-    order_id: int
-    input: Any
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
-from airflow_provider_kibo_cancel.bulk_plan import DuplicateEntry, InvalidEntry
-from airflow_provider_kibo_cancel.cancel_request import reason_suggestion
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
 from airflow_provider_kibo_cancel.operators import outcome as outcomes
 from airflow_provider_kibo_cancel.operators.outcome import BulkCancelOutcome, ProgressSnapshot
@@ -39,6 +37,20 @@ if TYPE_CHECKING:
 SUMMARY_XCOM_KEY = "summary"
 #: ``halted`` of the summary of a real run that ``max_orders`` refused before sending anything.
 MAX_ORDERS_REFUSED = "max_orders"
+
+
+class InvalidEntry(TypedDict):
+    """An input entry that failed validation: ``input`` as given (its repr when not JSON), ``errors``."""
+
+    input: Any
+    errors: list[str]
+
+
+class DuplicateEntry(TypedDict):
+    """A later entry of an order id given before: the ``order_id``, and the ``input`` as given."""
+
+    order_id: int
+    input: Any
 
 
 class FailureRecord(TypedDict):
@@ -95,9 +107,9 @@ class BulkCancelSummary(_SummaryCore, total=False):
     - ``failed`` (list of :class:`FailureRecord`): orders whose cancel failed, each with its error.
     - ``not_attempted`` (list of int): orders never sent because the run stopped (a timeout or kill, the
       circuit breaker, refused credentials, a rate-limit wait it could not spend, ``max_orders``).
-    - ``invalid`` (list of :class:`~airflow_provider_kibo_cancel.bulk_plan.InvalidEntry`): entries that
+    - ``invalid`` (list of :class:`InvalidEntry`): entries that
       failed validation, never sent: ``{"input": ..., "errors": [...]}``.
-    - ``duplicates`` (list of :class:`~airflow_provider_kibo_cancel.bulk_plan.DuplicateEntry`): later
+    - ``duplicates`` (list of :class:`DuplicateEntry`): later
       entries of an order id given before: ``{"order_id": ..., "input": ...}``.
     - ``dry_run`` (bool): True for a dry run (nothing sent).
 
@@ -208,6 +220,9 @@ class ReasonHints:
 
     @classmethod
     def of(cls, requests: list[CancelOrderRequest]) -> ReasonHints:
+        # Here, not at the top: the pydantic request model costs ~5 ms of every DAG file's parse.
+        from airflow_provider_kibo_cancel.cancel_request import reason_suggestion  # noqa: PLC0415
+
         unpublished = dict.fromkeys(r.disposition_reason for r in requests if not r.is_published_reason)
         return cls(
             {request.order_id: request.disposition_reason for request in requests},
