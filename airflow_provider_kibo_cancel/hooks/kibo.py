@@ -178,8 +178,8 @@ class KiboHook(BaseHook):
     @property
     def auth(self) -> KiboOAuth:
         """The hook's OAuth token (see :class:`~.auth.KiboOAuth`), built with its session."""
-        session = self.session
-        assert self._auth is not None and session.auth is self._auth
+        self.session  # noqa: B018 - builds the session, and with it the auth, on first use
+        assert self._auth is not None  # set by _new_session, before the session is published
         return self._auth
 
     @property

@@ -14,9 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.exceptions import (
-    KiboAuthenticationError,
     KiboBadRequestError,
-    KiboCircuitOpenError,
     KiboError,
     KiboForbiddenError,
     KiboRateLimitError,
@@ -39,6 +37,7 @@ from airflow_provider_kibo_cancel.operators.outcome import (
     STOPPED,
     BulkCancelOutcome,
     ProgressSnapshot,
+    halt_reason,
 )
 from airflow_provider_kibo_cancel.operators.summary import error_signature, failure_entry
 
@@ -282,7 +281,7 @@ class BulkRun:
             walled = isinstance(exc, KiboRateLimitError) and exc.sent
             self._rate_limited_in_a_row = self._rate_limited_in_a_row + 1 if walled else 0
             self._count_bad_request(request, signature, exc)
-            halt = _halt_reason(exc)
+            halt = halt_reason(exc)
             if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
                 halt = FORBIDDEN
             if halt is None and self._rate_limited_in_a_row >= RATE_LIMITED_IN_A_ROW:
@@ -399,16 +398,3 @@ class BulkRun:
             for request in self.requests:
                 outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
             outcome.elapsed = self._elapsed_before + time.monotonic() - started
-
-
-def _halt_reason(exc: KiboError) -> str | None:
-    """The run-wide condition an order's error reveals, if any."""
-    if isinstance(exc, KiboStoppedError):
-        return STOPPED
-    if isinstance(exc, KiboCircuitOpenError):
-        return CIRCUIT_OPEN
-    if isinstance(exc, KiboRateLimitWaitError):
-        return RATE_LIMITED
-    if isinstance(exc, KiboAuthenticationError):
-        return CREDENTIALS_REFUSED  # refused at the token request, or a 401 even after a fresh token
-    return None

@@ -10,11 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboAuthenticationError,
+    KiboCircuitOpenError,
+    KiboError,
+    KiboRateLimitWaitError,
+    KiboStoppedError,
+)
 from airflow_provider_kibo_cancel.operators.encoding import decode_ids, encode_ids, restore_failures
 
 if TYPE_CHECKING:
     from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
-    from airflow_provider_kibo_cancel.exceptions import KiboError
     from airflow_provider_kibo_cancel.operators.summary import FailureRecord
 
 CANCELED = "canceled"
@@ -128,3 +134,16 @@ def restore_outcome(state: dict[str, Any]) -> BulkCancelOutcome:
         outcome.failures[order_id] = entry
     outcome.maybe_applied = set(decode_ids(state.get("maybe_applied", "")))
     return outcome
+
+
+def halt_reason(exc: KiboError) -> str | None:
+    """The run-wide condition an order's error reveals, if any."""
+    if isinstance(exc, KiboStoppedError):
+        return STOPPED
+    if isinstance(exc, KiboCircuitOpenError):
+        return CIRCUIT_OPEN
+    if isinstance(exc, KiboRateLimitWaitError):
+        return RATE_LIMITED
+    if isinstance(exc, KiboAuthenticationError):
+        return CREDENTIALS_REFUSED  # refused at the token request, or a 401 even after a fresh token
+    return None
