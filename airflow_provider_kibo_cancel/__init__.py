@@ -6,15 +6,9 @@ Importing this package is deliberately cheap (no Airflow import, no network): Ai
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
 
+# After __version__: provider_info reads it from this module.
+from airflow_provider_kibo_cancel.provider_info import get_provider_info
+
 __all__ = ["__version__", "get_provider_info"]
-
-
-def get_provider_info() -> dict[str, Any]:
-    """Entry point for Airflow's provider discovery (``apache_airflow_provider``)."""
-    from airflow_provider_kibo_cancel.provider_info import provider_info
-
-    return provider_info()

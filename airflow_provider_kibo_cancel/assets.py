@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, AssetAlias
 
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
 
@@ -46,8 +49,6 @@ def kibo_orders_canceled_uri(tenant_id: str | int) -> str:
 
 def kibo_orders_canceled_asset(tenant_id: str | int) -> Asset:
     """The asset "orders were canceled in Kibo tenant ``tenant_id``": ``kibo://{tenant_id}/orders/canceled``."""
-    from airflow.sdk import Asset
-
     return Asset(kibo_orders_canceled_uri(tenant_id))
 
 
@@ -133,8 +134,6 @@ def event_extra(extra: Any) -> dict[str, Any]:
 
 
 def _airflow_version() -> tuple[int, int]:
-    from importlib.metadata import version
-
     major, minor = version("apache-airflow-core").split(".")[:2]
     return int(major), int(minor)
 
@@ -154,8 +153,6 @@ def emit_canceled_orders(context: Context, outlets: Iterable[Any], extra: dict[s
     alias gets no event then. Returns the ``Asset`` outlets that get an event although nothing was
     canceled, so that the operator can say so.
     """
-    from airflow.sdk import Asset, AssetAlias
-
     events = context["outlet_events"]
     emitted_for_nothing = []
     for outlet in outlets:
@@ -198,7 +195,7 @@ def extra_for_order(
     )
 
 
-def extra_for_summary(tenant_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+def extra_for_summary(tenant_id: str, summary: Mapping[str, Any]) -> dict[str, Any]:
     """The event extra of ``BulkCancelOrdersOperator``: its summary's counts and canceled ids, capped."""
     counts = {"total": int(summary.get("total", 0))}
     for bucket in ("canceled", "already_canceled", "failed", "not_attempted", "invalid", "duplicates"):
@@ -231,7 +228,7 @@ def emit_order_event(
 
 
 def emit_summary_event(
-    context: Context, outlets: Iterable[Any], tenant_id: str, summary: dict[str, Any]
+    context: Context, outlets: Iterable[Any], tenant_id: str, summary: Mapping[str, Any]
 ) -> list[Any]:
     """``BulkCancelOrdersOperator``'s call: the event for a bulk run's summary, when it has outlets;
     returns the Asset outlets that get an event although nothing was canceled."""

@@ -9,6 +9,7 @@ configuration, 400/403/404/405 and authentication errors cannot, so they fail th
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 #: Bounds on what Kibo's error body contributes, so one odd answer cannot flood a log line or an XCom.
@@ -338,7 +339,7 @@ class KiboBulkCancelError(KiboError):
     """A bulk cancel attempted everything and some orders failed or were invalid."""
 
     def __init__(
-        self, message: str, *, summary: dict[str, Any], retryable: bool, resume_at: float | None = None
+        self, message: str, *, summary: Mapping[str, Any], retryable: bool, resume_at: float | None = None
     ) -> None:
         self.summary = summary
         #: When Kibo's rate limit stopped the run: when Kibo accepts calls again (epoch seconds), for the

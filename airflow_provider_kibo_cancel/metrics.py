@@ -9,18 +9,24 @@ operator modules import this module only inside ``execute()``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError, KiboValidationError
+from airflow_provider_kibo_cancel.routes import ROUTES, route_of
 
 log = logging.getLogger(__name__)
 
 PREFIX = "kibo"
 OUTCOMES = ("canceled", "already_canceled", "failed", "invalid", "not_attempted")
 RETRY_CAUSES = ("429", "5xx", "transport")
-ENDPOINTS = ("oauth", "cancel", "get_order", "other")
+ENDPOINTS = (*(route.name for route in ROUTES), "other")
 
-# Name -> (type, meaning), the list the README documents (tests/test_metrics.py keeps them in step).
+# Name -> (type, meaning), the list the README documents; tests/test_signals.py checks that every metric a
+# real Airflow run sends over StatsD is one of these.
 METRICS: dict[str, tuple[str, str]] = {
     **{
         f"{PREFIX}.cancel.{outcome}": ("counter", f"orders whose cancel ended as {outcome}")
@@ -42,10 +48,12 @@ METRICS: dict[str, tuple[str, str]] = {
 @cache
 def _get_stats() -> Any:
     """Airflow's Stats, wherever this Airflow keeps it (3.2+ in the Task SDK, 3.0/3.1 in airflow.stats)."""
+    # On the first metric, not at import: Stats lives where this Airflow keeps it, and loading it is
+    # not cheap (the hook imports this module).
     try:
-        from airflow.sdk.observability.stats import Stats
+        from airflow.sdk.observability.stats import Stats  # noqa: PLC0415
     except ImportError:  # Airflow 3.0/3.1
-        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
+        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]  # noqa: PLC0415
     return Stats
 
 
@@ -63,7 +71,7 @@ def cancel_outcome(outcome: str, count: int = 1) -> None:
     _incr(f"{PREFIX}.cancel.{outcome}", count)
 
 
-def cancel_outcomes(summary: dict[str, Any]) -> None:
+def cancel_outcomes(summary: Mapping[str, Any]) -> None:
     """Count every bucket of a bulk summary that is an outcome (``not_attempted`` once it exists)."""
     try:
         for outcome in OUTCOMES:
@@ -79,8 +87,6 @@ def cancel_error(exc: BaseException) -> None:
     A broken connection or mismatched outlet fails the task before any order is considered, in bulk
     runs too, so it counts as no outcome at all.
     """
-    from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError, KiboValidationError
-
     if isinstance(exc, KiboValidationError):
         cancel_outcome("invalid")
     elif not isinstance(exc, KiboConfigurationError):
@@ -106,21 +112,13 @@ def deferral() -> None:
 
 
 def endpoint_of(method: str, path: str) -> str:
-    """The endpoint a request path belongs to, so request durations are grouped by what was called."""
-    if path.startswith("/api/platform/applications/authtickets"):
-        return "oauth"
-    if method == "POST" and path.startswith("/api/v2/order/action/cancel"):
-        return "cancel"
-    if method == "GET" and path.startswith("/api/v2/order/"):
-        return "get_order"
-    return "other"
+    """The route a request path belongs to, so request durations are grouped by what was called."""
+    return route_of(method, path)
 
 
 def request_duration(method: str, url_or_path: str, elapsed: timedelta | float) -> None:
     """Time one HTTP request; ``elapsed`` a timedelta (``response.elapsed``) or seconds."""
     try:
-        from urllib.parse import urlsplit
-
         path = urlsplit(url_or_path).path if "://" in url_or_path else url_or_path
         name = f"{PREFIX}.http.duration.{endpoint_of(method, path)}"
         delta = elapsed if isinstance(elapsed, timedelta) else timedelta(seconds=elapsed)

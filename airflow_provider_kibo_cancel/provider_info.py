@@ -125,3 +125,8 @@ def provider_info() -> dict[str, Any]:
             }
         ],
     }
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Entry point for Airflow's provider discovery (``apache_airflow_provider``)."""
+    return provider_info()

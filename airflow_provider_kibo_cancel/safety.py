@@ -1,12 +1,13 @@
 """Small, dependency-free checks that keep secrets out of messages and hostile text out of requests.
 
 Used by the models (connection and input rules), the hook and the emulator; kept apart so each rule has
-one definition and models.py stays about the contract's rules.
+one definition and the connection and request modules stay about the contract's rules.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import unicodedata
 from typing import Any
@@ -97,19 +98,15 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def token_problem(value: str) -> str | None:
-    """
-    Why a bearer token cannot go into an HTTP header (a line break, a space, a non-ASCII character), or
-    None. Told by position and kind only: the token itself is never shown.
-    """
-    for position, char in enumerate(value.strip(), start=1):
-        if not "\x21" <= char <= "\x7e":
-            kind = (
-                "a line break"
-                if char in "\r\n"
-                else "a space"
-                if char.isspace()
-                else "a character outside visible ASCII"
-            )
-            return f"the token holds {kind} at character {position} of {len(value.strip())}"
-    return None
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as it may be quoted in a message: repr() of its head, never megabytes, never raising."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[: limit + 1]  # repr() of the head only: an echoed value may be megabytes long
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # repr() of an int past 4300 digits raises; the size is what matters anyway.
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # nested too deeply to print, or a hostile __repr__
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -37,6 +37,12 @@ from typing import Any
 
 import requests
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
+from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.outcome import CANCELED, NOT_ATTEMPTED
 from devtools.emulator_process import emulator_process
 
 APP_KEY, SHARED_SECRET, TENANT = "bench-app-key", "bench-shared-secret", "30294"
@@ -73,9 +79,6 @@ def use_connection(url: str) -> None:
 
 
 def bench_bulk(orders: int, workers: int, latency: float, repeats: int) -> dict[str, float]:
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-    from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, BulkRun
 
     ideal = orders * latency / workers
     batches = iter(range(1, (2 * repeats + 1) * orders + 1, orders))  # fresh open orders for every run
@@ -163,8 +166,6 @@ def bench_import(runs: int) -> dict[str, float]:
 
 
 def bench_overhead(rounds: int, block: int) -> dict[str, float]:
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-
     with emulator(0.0, f"1-{2 * (rounds + 1) * block}") as url:
         use_connection(url)
         hook = KiboHook("kibo_bench")
@@ -202,10 +203,6 @@ def _emulator_state(url: str) -> dict[str, int]:
 
 
 def bench_fail_fast(orders: int) -> dict[str, float]:
-    from airflow_provider_kibo_cancel.exceptions import KiboError
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-    from airflow_provider_kibo_cancel.operators.bulk_runner import NOT_ATTEMPTED, BulkRun
 
     plan = plan_bulk_cancel(list(range(1, orders + 1)), "created_by_mistake")
     down = {"kind": "status", "endpoint": None, "status": 503, "times": None}
@@ -252,13 +249,12 @@ def bench_fail_fast(orders: int) -> dict[str, float]:
 
 
 def bench_deferral(wait: int) -> dict[str, float]:
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     try:
-        from airflow.sdk.exceptions import TaskDeferred
+        # Imported here: TaskDeferred's module depends on the Airflow version.
+        from airflow.sdk.exceptions import TaskDeferred  # noqa: PLC0415
     except ImportError:  # Airflow 3.0/3.1
-        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]  # noqa: PLC0415
 
     too_many = {"kind": "status", "status": 429, "retry_after": str(wait), "times": 1}
     with emulator(0.0, "1-10") as url:

@@ -75,7 +75,7 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Connect:
 
     def connect_to(emu: KiboEmulator | str, conn_id: str = "kibo_default", **extra: Any) -> KiboHook:
         # Imported here: Airflow (which the hook imports) must not load before AIRFLOW_HOME is set above.
-        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+        from airflow_provider_kibo_cancel.hooks.kibo import KiboHook  # noqa: PLC0415
 
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(kibo_connection(emu, **extra)))
         return KiboHook(conn_id)

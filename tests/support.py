@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -99,23 +100,23 @@ def tls_server_context(folder: Path) -> tuple[ssl.SSLContext, Path]:
 def permanent_failure_line(message: str) -> str:
     """How a task log shows a permanent Kibo error that ended the task: raised as the Kibo error itself
     where the Kibo retry policy fails it (Airflow 3.3+), as AirflowFailException before."""
-    import re
-
     kibo_error = r"airflow_provider_kibo_cancel\.exceptions\.Kibo\w*Error"
     return rf"(AirflowFailException|{kibo_error}): {re.escape(message)}"
 
 
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """What ``operator.execute()`` raises for an error no retry can mend (see ``permanent_failure_line``)."""
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
-    from airflow_provider_kibo_cancel.exceptions import KiboError
+    # Imported here: conftest imports this module before it sets Airflow's environment, and Airflow
+    # reads its configuration when first imported.
+    from airflow_provider_kibo_cancel._compat import AirflowFailException  # noqa: PLC0415
+    from airflow_provider_kibo_cancel.exceptions import KiboError  # noqa: PLC0415
 
     return (AirflowFailException, KiboError)
 
 
 def assert_no_retry(operator: Any, exc: BaseException) -> None:
     """The task would fail without Airflow retries: AirflowFailException, or the Kibo policy says FAIL."""
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
+    from airflow_provider_kibo_cancel._compat import AirflowFailException  # noqa: PLC0415 - as above
 
     if isinstance(exc, AirflowFailException):
         return

@@ -15,10 +15,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.emulator.record import RecordedRequest
-from airflow_provider_kibo_cancel.models import CANCEL_PATH, OAUTH_PATH
+from airflow_provider_kibo_cancel.routes import CANCEL_PATH, OAUTH_PATH
 
 if TYPE_CHECKING:
-    from airflow_provider_kibo_cancel.emulator.server import Fault, KiboEmulator
+    from airflow_provider_kibo_cancel.emulator.faults import Fault
+    from airflow_provider_kibo_cancel.emulator.server import KiboEmulator
 
 _ORDER_PATH = re.compile(r"^/api/v2/order/(\d+)$")
 CONTROL_PREFIX = "/_emulator/"

@@ -18,9 +18,11 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any
 
+from airflow_provider_kibo_cancel.emulator.faults import Fault, FaultKind, take_fault
 from airflow_provider_kibo_cancel.emulator.handler import KiboRequestHandler, kibo_error
+from airflow_provider_kibo_cancel.emulator.orders import cancel_problems, make_order
 from airflow_provider_kibo_cancel.emulator.record import (
     RECORD_LIMIT,
     RecordedRequest,
@@ -28,63 +30,8 @@ from airflow_provider_kibo_cancel.emulator.record import (
     warn_if_exposed,
 )
 
-Endpoint = Literal["oauth", "cancel", "get_order"]
-FaultKind = Literal[
-    "status",
-    "latency",
-    "drop",
-    "html",
-    "redirect",
-    "slow_after_apply",
-    "drop_after_apply",
-    "truncated_after_apply",
-    "drip_after_apply",
-    "undecodable_after_apply",
-    "wrong_order",
-    "token_fields",
-    "truncated",
-]
-
-# Kibo's list is longer than it publishes; the emulator knows a few unpublished reasons too.
-KNOWN_REASONS = frozenset(
-    {
-        "customer_changed_mind",
-        "created_by_mistake",
-        "other",
-        "fraud_suspected",
-        "payment_declined",
-        "inventory_unavailable",
-    }
-)
 # Not 8080: that is the Airflow API server's default, and both often run on one machine.
 DEFAULT_PORT = 8090
-
-
-@dataclass
-class Fault:
-    """A misbehaviour for the next ``times`` requests to ``endpoint`` (None: every endpoint).
-
-    With ``order_id`` set, only requests about that order (cancel body or Get Order path) match.
-    """
-
-    kind: FaultKind
-    endpoint: str | None = "cancel"
-    times: int | None = 1  # None: until cleared
-    status: int = 503
-    retry_after: str | None = None
-    delay: float = 0.0
-    order_id: int | None = None
-    # token_fields: keys of the OAuth answer replaced (None removes one); the token is still issued.
-    fields: dict[str, Any] | None = None
-    # truncated: the answer (a token issued, a cancel applied) is cut to this many bytes.
-    size: int = 20
-    # With ``times=None``: the fault lasts this many seconds from its injection (a 429 wall, say).
-    seconds: float | None = None
-    expires_at: float = field(init=False, default=float("inf"))
-
-    def __post_init__(self) -> None:
-        if self.seconds is not None:
-            self.expires_at = time.monotonic() + self.seconds
 
 
 @dataclass
@@ -104,41 +51,6 @@ class _State:
     def __post_init__(self) -> None:
         self.requests = deque(maxlen=self.max_recorded)
         self.issued = deque(maxlen=self.max_recorded)
-
-
-def make_order(order_id: int, status: str = "OPEN") -> dict[str, Any]:
-    """An order in Kibo's Get Order shape, with sections whose fields Kibo does not publish."""
-    item_state = "CANCELED" if status == "CANCELED" else "NEW"
-    return {
-        "orderID": order_id,
-        "orderType": "STANDARD",
-        "isTestOrder": True,
-        "deliveryMethod": "SHIP_TO_HOME",
-        "orderCurrency": "USD",
-        "orderDate": "2010-04-08T16:32:03+00:00",
-        "orderState": status,
-        "orderStatus": status,
-        "customerSubtotal": 42.5,
-        "subtotal": 42.5,
-        "estimatedShipping": 5.0,
-        "customerTotal": 47.5,
-        "customerTotalNet": 47.5,
-        "total": 47.5,
-        "singlePackageRequested": False,
-        "shippingAddress": f"addr-{order_id}",
-        "items": [
-            {
-                "orderItemID": order_id * 10 + 1,
-                "itemState": item_state,
-                "orderID": order_id,
-                "shipmentID": order_id * 10 + 2,
-                "externalItemID": f"SKU-{order_id}",
-            }
-        ],
-        "shipments": [{"shipmentID": order_id * 10 + 2, "shipmentStatus": item_state}],
-        "customer": {"customerID": 7, "loyaltyTier": "gold"},
-        "taxData": {"taxCalculated": True, "lines": [{"rate": 0.0}]},
-    }
 
 
 class KiboEmulator:
@@ -345,16 +257,8 @@ class KiboEmulator:
 
     def _take_fault(self, endpoint: str, order_id: int | None) -> Fault | None:
         with self._lock:
-            now = time.monotonic()
-            self._state.faults = [fault for fault in self._state.faults if fault.expires_at > now]
-            for fault in self._state.faults:
-                if fault.endpoint in (None, endpoint) and fault.order_id in (None, order_id):
-                    if fault.times is not None:
-                        fault.times -= 1
-                        if fault.times <= 0:
-                            self._state.faults.remove(fault)
-                    return fault
-        return None
+            self._state.faults, fault = take_fault(self._state.faults, endpoint, order_id)
+        return fault
 
     def _record(self, request: RecordedRequest) -> None:
         request.headers = self._redactor.headers(request.headers)
@@ -398,7 +302,7 @@ class KiboEmulator:
         return None
 
     def _cancel(self, body: Any) -> tuple[int, dict[str, Any]]:
-        problems = _cancel_problems(body, self.order_id_field)
+        problems = cancel_problems(body, self.order_id_field)
         if problems:
             return 400, kibo_error("Validation error", "INVALID_REQUEST_DATA", problems)
         order_id = body[self.order_id_field]
@@ -447,27 +351,3 @@ class KiboEmulator:
             self.latency = float(body["seconds"])
             return 200, {}
         return 404, kibo_error(f"Unknown control endpoint {method} {name}", "GENERIC_NOT_FOUND")
-
-
-def _cancel_problems(body: Any, order_id_field: str) -> list[str]:
-    if not isinstance(body, dict):
-        return ["Request body must be a JSON object"]
-    problems = []
-    unknown = set(body) - {order_id_field, "dispositionReason", "dispositionOtherReason"}
-    if unknown:
-        problems.append(f"Unknown fields: {sorted(unknown)}")
-    order_id = body.get(order_id_field)
-    if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id < 1:
-        problems.append(f"{order_id_field} must be an integer >= 1")
-    reason = body.get("dispositionReason")
-    if reason not in KNOWN_REASONS:
-        problems.append(f"dispositionReason {reason!r} is not a valid disposition reason")
-    other = body.get("dispositionOtherReason")
-    if reason == "other":
-        if not isinstance(other, str) or not 1 <= len(other) <= 255:
-            problems.append(
-                "dispositionOtherReason must be 1..255 characters when dispositionReason is other"
-            )
-    elif other is not None:
-        problems.append("dispositionOtherReason is only used when dispositionReason is other")
-    return problems

@@ -14,8 +14,9 @@ from airflow_provider_kibo_cancel.provider_info import CONN_FIELDS, UI_FIELD_BEH
 
 def connection_form_widgets() -> dict[str, Any]:
     """wtforms fields for the extras; wtforms is imported here, only when a 3.0/3.1 UI asks."""
-    from wtforms import PasswordField, StringField
-    from wtforms.validators import Optional, Regexp
+    # wtforms comes with the Flask UI of Airflow 3.0/3.1 only: imported when that UI asks, never at parse.
+    from wtforms import PasswordField, StringField  # noqa: PLC0415
+    from wtforms.validators import Optional, Regexp  # noqa: PLC0415
 
     widgets: dict[str, Any] = {}
     for name, field in CONN_FIELDS.items():

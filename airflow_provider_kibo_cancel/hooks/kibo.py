@@ -2,57 +2,47 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import time
-from functools import cached_property, lru_cache
+import weakref
+from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import requests
+from requests.auth import AuthBase
 from requests.utils import get_environ_proxies
 
 from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel._compat import AirflowNotFoundException, BaseHook, mask_secret
+from airflow_provider_kibo_cancel.cancel_request import (
+    CancelOrderRequest,
+    CancelResult,
+    parse_order_id,
+)
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, missing_connection_error
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
-    KiboConfigurationError,
-    KiboConflictError,
     KiboError,
-    KiboResponseError,
+    KiboStoppedError,
     KiboTransportError,
     KiboValidationError,
 )
-from airflow_provider_kibo_cancel.hooks.oauth import (
-    FALLBACK_TOKEN_LIFETIME,
-    answer_shape,
-    describe_expires_in,
-    mask_oauth_secrets,
-    token_lifetime,
-)
+from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, Token
+from airflow_provider_kibo_cancel.hooks.diagnosis import connection_hint, probe_verdict
+from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets, ui_field_behaviour
+from airflow_provider_kibo_cancel.hooks.readback import settle_cancel
 from airflow_provider_kibo_cancel.hooks.responses import (
-    KIBO_ERROR_KEYS,
-    correlation_id,
     error_from,
-    excerpt,
     order_from,
 )
 from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
-from airflow_provider_kibo_cancel.hooks.transport import stoppable_adapter
-from airflow_provider_kibo_cancel.models import (
-    CANCEL_PATH,
-    CANCELED_STATUS,
-    ORDER_PATH,
-    CancelOrderRequest,
-    CancelResult,
-    KiboConnectionSettings,
-    parse_order_id,
-)
+from airflow_provider_kibo_cancel.hooks.transport import new_session, prepared_template, stoppable_adapter
 from airflow_provider_kibo_cancel.provider_info import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
     HOOK_NAME,
 )
-from airflow_provider_kibo_cancel.safety import token_problem
+from airflow_provider_kibo_cancel.routes import CANCEL_PATH, ORDER_PATH
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -62,29 +52,20 @@ if TYPE_CHECKING:
 _SESSION_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=256)
-def _prepared_template(
-    method: str, url: str, headers: tuple[tuple[str, str], ...]
-) -> requests.PreparedRequest:
+def _post_through(hook: weakref.ref[KiboHook]) -> Callable[[str, dict[str, Any]], requests.Response]:
     """
-    A prepared request to copy for each call. ``Session.request`` would parse the URL, merge cookie jars
-    and settings every time: about 0.15 ms, a tenth of a request's CPU in a bulk run.
+    The OAuth request's sender for a hook's :class:`KiboOAuth`: the hook's transport, reached through a
+    weak reference, so that hook -> session -> auth is no cycle and a dropped hook frees its session (and
+    its keep-alive socket) at once.
     """
-    return requests.Request(method, url, headers=dict(headers)).prepare()
 
+    def post(url: str, body: dict[str, Any]) -> requests.Response:
+        owner = hook()
+        if owner is None:
+            raise KiboStoppedError("OAuth token request not sent: the KiboHook of this session is gone")
+        return owner._http("POST", url, json=body)
 
-class _Token:
-    """An OAuth access token and when to stop using it."""
-
-    def __init__(self, value: str, refresh_at: float) -> None:
-        self.value = value
-        self.refresh_at = refresh_at
-
-    def fresh(self) -> bool:
-        return time.monotonic() < self.refresh_at
-
-    def __repr__(self) -> str:
-        return f"_Token(value='***', refresh_at={self.refresh_at!r})"
+    return post
 
 
 class KiboHook(BaseHook):
@@ -143,12 +124,7 @@ class KiboHook(BaseHook):
         # One policy per hook, so every thread shares its 429 pause, circuit breaker and stop.
         # It holds no reference to the hook: a dropped hook frees its session and sockets at once.
         self._retry = RetryPolicy(self.log, requests_per_second=requests_per_second)
-        self._token_lock = threading.Lock()
-        self._token: _Token | None = None
-        # Refused credentials are final for this hook: every later call fails with the same error.
-        self._credentials_refused: KiboAuthenticationError | None = None
-        # The token fetched because Kibo answered 403 to the one before: a 403 to it is a refusal.
-        self._token_after_403: str | None = None
+        self._auth: KiboOAuth | None = None  # built with the session, under the same lock
 
     # --- connection -------------------------------------------------------------------------------------
 
@@ -158,24 +134,12 @@ class KiboHook(BaseHook):
             return self.get_connection(self.kibo_conn_id)
         except AirflowNotFoundException:
             # A missing connection is configuration, not a passing fault: fail without task retries.
-            raise KiboConfigurationError(
-                f"The Kibo connection {self.kibo_conn_id!r} does not exist; create it (Admin -> "
-                f"Connections, `airflow connections add`, or AIRFLOW_CONN_{self.kibo_conn_id.upper()}) "
-                "or set kibo_conn_id to an existing one"
-            ) from None
+            raise missing_connection_error(self.kibo_conn_id) from None
 
     @cached_property
     def settings(self) -> KiboConnectionSettings:
         """The connection, validated; raises KiboConfigurationError before anything is sent."""
-        conn = self.connection
-        settings = KiboConnectionSettings.from_connection(
-            self.kibo_conn_id,
-            host=conn.host,
-            login=conn.login,
-            password=conn.password,
-            extra=conn.extra_dejson,
-            overrides=self._overrides,
-        )
+        settings = KiboConnectionSettings.read(self.kibo_conn_id, self.connection, self._overrides)
         for secret in (settings.client_secret, settings.access_token):
             if secret:
                 mask_secret(secret)
@@ -211,19 +175,31 @@ class KiboHook(BaseHook):
                     session = self._session = self._new_session(settings)
         return session
 
+    @property
+    def auth(self) -> KiboOAuth:
+        """The hook's OAuth token (see :class:`~.auth.KiboOAuth`), built with its session."""
+        self.session  # noqa: B018 - builds the session, and with it the auth, on first use
+        assert self._auth is not None  # set by _new_session, before the session is published
+        return self._auth
+
+    @property
+    def _token(self) -> Token | None:
+        """The token fetched last, for tests and debuggers (never shown in a repr)."""
+        return self._auth.current if self._auth is not None else None
+
     def _new_session(self, settings: KiboConnectionSettings) -> requests.Session:
-        session = requests.Session()
+        # Built first: a pre-issued token that cannot go into a header fails before any session exists.
+        auth = KiboOAuth(
+            settings,
+            policy=self._retry,
+            limits=self._retry_limits,
+            post=_post_through(weakref.ref(self)),
+            log=self.log,
+        )
         # Pool as wide as the threads that share this hook, so no worker opens a throwaway connection;
         # a connection made while the hook is being stopped carries nothing.
-        adapter = stoppable_adapter(self._retry.gate, self._pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.update(settings.headers())
-        # requests reads proxy and CA-bundle variables from the environment on every request (~1 ms of
-        # CPU each, most of a request's cost); read them once per hook instead. No netrc either: the
-        # Authorization header is ours alone.
-        session.trust_env = False
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session = new_session(settings.headers(), stoppable_adapter(self._retry.gate, self._pool_size), auth)
+        self._auth = auth
         return session
 
     @cached_property
@@ -264,36 +240,24 @@ class KiboHook(BaseHook):
                 request.disposition_reason,
             )
         body = request.body(self.settings.order_id_field)
-        try:
-            answer = self._call("POST", CANCEL_PATH, route="cancel", order_id=request.order_id, json=body)
-        except KiboError as exc:
-            if not (isinstance(exc, KiboConflictError) or exc.may_have_applied):
-                raise
-            # After an attempt that may have landed, a CANCELED order was most likely canceled by it.
-            order = self._read_back_canceled(request.order_id, exc)
-            return CancelResult(order, already_canceled=not exc.may_have_applied)
-        try:
-            order = order_from(answer.response, request.order_id)
-        except KiboResponseError as exc:
-            # Kibo answered 2xx, so the cancel was most likely applied: the order itself tells.
-            applied = exc.replace(
-                exc.message + "; Kibo answered the cancel with a 2xx, so it may have been applied",
-                may_have_applied=True,
-            )
-            return CancelResult(self._read_back_canceled(request.order_id, applied), already_canceled=False)
-        return CancelResult(order, already_canceled=False)
+        return settle_cancel(
+            lambda: self._call("POST", CANCEL_PATH, route="cancel", order_id=request.order_id, json=body),
+            self.get_order,
+            request.order_id,
+            self.log,
+        )
 
     def authenticate(self) -> None:
         """
         Obtain the OAuth token now (a no-op with a pre-issued token). A bulk run calls this before it
         dispatches anything, so refused credentials cost one OAuth request and no cancel.
         """
-        self._access_token()
+        self.auth.token()
 
     @property
     def credentials_refused(self) -> bool:
         """True once Kibo refused this hook's application key or shared secret (final for the hook)."""
-        return self._credentials_refused is not None
+        return self._auth is not None and self._auth.credentials_refused
 
     def stop(self) -> None:
         """
@@ -347,9 +311,9 @@ class KiboHook(BaseHook):
         url_path = ORDER_PATH.format(order_id=1)
         try:
             settings = self.settings
-            token = self._access_token(max_attempts=1)
+            token = self.auth.token(max_attempts=1)
             response = self._retry.run(
-                lambda: self._http("GET", settings.base_url + url_path, json=None, token=token),
+                lambda: self._http("GET", settings.base_url + url_path, json=None, auth=BearerToken(token)),
                 limits=self._retry_limits,
                 what=f"GET {url_path}",
                 route="get_order",
@@ -360,164 +324,30 @@ class KiboHook(BaseHook):
             return False, f"Kibo is unreachable: {exc}"
         except KiboError as exc:
             return False, str(exc)
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status == 200 and isinstance(body, dict) and ("orderID" in body or "orderId" in body):
-            pass
-        elif status == 404 and isinstance(body, dict) and KIBO_ERROR_KEYS & body.keys():
-            pass  # authenticated and authorised for the tenant: order 1 simply does not exist
-        elif status >= 300 and status != 404:
-            error = error_from(response, f"Kibo GET {url_path} failed", order_id=None)
-            if status == 401:
-                return False, f"Kibo refused the token for tenant {settings.tenant_id}: {error}"
-            if status == 403:
-                return False, f"The credentials are not allowed for this tenant or site: {error}"
-            return False, str(error)
-        else:
-            content_type = response.headers.get("Content-Type", "no content type")
-            return False, (
-                f"{settings.base_url} does not answer like Kibo: GET {url_path} gave HTTP {status} "
-                f"({content_type}): {excerpt(response)!r}. Check the connection's host and tenant."
-            )
-        return True, (
-            f"Connected to Kibo tenant {settings.tenant_id} ({settings.environment}) at {settings.base_url}"
-        )
+        return probe_verdict(response, settings, url_path)
 
     # --- connection form (Airflow 3.0/3.1 only; 3.2+ reads provider_info's conn-fields) ----------------
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets
-
         return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        from airflow_provider_kibo_cancel.hooks.form import ui_field_behaviour
-
         return ui_field_behaviour()
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _read_back_canceled(self, order_id: int, cause: KiboError) -> dict[str, Any]:
-        """Resolve a cancel that may have been applied before: succeed if the order reads CANCELED."""
-        try:
-            order = self.get_order(order_id)
-        except KiboError as read_error:
-            # The cancel's own error stays the one reported; the read-back adds why it could not settle it.
-            raise cause.replace(
-                f"{cause.message}; reading the order back to settle it failed too: {read_error.message}",
-                # Undecided: a later (task) retry may settle it.
-                retryable=cause.retryable or read_error.retryable,
-                rate_limited=cause.rate_limited or read_error.rate_limited,
-            ) from None
-        status = str(order.get("orderStatus") or order.get("status") or "")
-        if status.upper() != CANCELED_STATUS:
-            raise cause
-        self.log.debug("Order %s reads CANCELED after %s", order_id, cause)
-        return order
-
-    def _access_token(
-        self, *, stale: str | None = None, max_attempts: int | None = None, after_403: bool = False
-    ) -> str:
-        """
-        The current token; a new one when it is near expiry or is ``stale`` (Kibo refused it with a 401,
-        or with a 403 when ``after_403``, which marks the new token as fetched after a 403).
-        """
-        settings = self.settings
-        if settings.access_token and not settings.client_id:
-            return settings.access_token
-        token = self._token
-        if token is not None and token.fresh() and token.value != stale:
-            return token.value  # the path every bulk worker takes: no lock
-        with self._token_lock:
-            if self._credentials_refused is not None:
-                # One OAuth request per hook, not one per order; a copy, since threads raise it at once.
-                raise self._credentials_refused.replace()
-            token = self._token  # another thread may have refreshed it while this one waited
-            if token is None or not token.fresh() or token.value == stale:
-                metrics.token_fetch()
-                try:
-                    token = self._token = self._fetch_token(max_attempts)
-                    if after_403:
-                        self._token_after_403 = token.value
-                except KiboAuthenticationError as exc:
-                    self._credentials_refused = exc
-                    raise
-            return token.value
-
-    def _fetch_token(self, max_attempts: int | None) -> _Token:
-        settings = self.settings
-        credentials = {
-            "client_id": settings.client_id,
-            "client_secret": settings.client_secret,
-            "grant_type": "client_credentials",
-        }
-        response = self._retry.run(
-            lambda: self._http("POST", settings.auth_url, json=credentials),
-            limits=self._retry_limits,
-            what="OAuth token request",
-            route="oauth",
-            order_id=None,
-            max_attempts=max_attempts,
-        ).response
-        try:
-            payload = response.json()
-        except (ValueError, RecursionError):
-            payload = None
-        mask_oauth_secrets(payload)  # first thing after parsing, whatever the status
-        if response.status_code >= 300:
-            error = error_from(response, "Kibo OAuth token request failed", order_id=None)
-            # Kibo's own error fields are kept; a raw excerpt of an OAuth body never is, nor
-            # additionalErrorData, which could echo the request (and so the shared secret).
-            message = payload.get("message") if isinstance(payload, dict) else None
-            kibo_message = message if isinstance(message, str) else None
-            if response.status_code in (400, 401, 403):
-                raise KiboAuthenticationError(
-                    "Kibo refused the Application Key / Shared Secret (login / password) of connection "
-                    f"{self.kibo_conn_id!r}",
-                    status=error.status,
-                    error_code=error.error_code,
-                    kibo_message=kibo_message,
-                    correlation_id=error.correlation_id,
-                    items=error.items,  # Kibo's own reasons; additionalErrorData could echo the request
-                )
-            raise error.replace(kibo_message=kibo_message, additional_error_data=None)
-        value = payload.get("access_token") if isinstance(payload, dict) else None
-        problem = token_problem(value) if isinstance(value, str) and value.strip() else None
-        if not isinstance(value, str) or not value.strip() or problem:
-            # The body is never quoted: an answer we cannot read may still hold a live token.
-            raise KiboResponseError(
-                "Kibo's OAuth endpoint answered without a usable access_token "
-                f"({problem or answer_shape(response, payload)}; the body is not shown as it may hold "
-                "credentials)",
-                status=response.status_code,
-                correlation_id=correlation_id(response, payload),
-            )
-        lifetime = token_lifetime(payload.get("expires_in"))
-        if lifetime is None:
-            self.log.warning(
-                "Kibo's OAuth answer has no usable expires_in (%s); using the token for %.0f s",
-                describe_expires_in(payload.get("expires_in")),
-                FALLBACK_TOKEN_LIFETIME,
-            )
-            lifetime = FALLBACK_TOKEN_LIFETIME
-        # Refresh ahead of expiry so a long bulk run never sends a token that dies in flight.
-        return _Token(value, time.monotonic() + lifetime - min(300.0, lifetime / 10))
-
     def _http(
-        self, method: str, url: str, *, json: dict[str, Any] | None, token: str | None = None
+        self, method: str, url: str, *, json: dict[str, Any] | None, auth: AuthBase | None = None
     ) -> requests.Response:
         """One HTTP exchange over the hook's session, always with a timeout, never following redirects."""
         session = self.session
-        prepared = _prepared_template(method, url, tuple(session.headers.items())).copy()
+        prepared = prepared_template(method, url, tuple(session.headers.items())).copy()
         if json is not None:
             prepared.prepare_body(data=None, files=None, json=json)
-        if token is not None:
-            prepared.headers["Authorization"] = f"Bearer {token}"
+        if auth is not None:
+            prepared.prepare_auth(auth)
         origin = self.settings.auth_url if url == self.settings.auth_url else self.settings.base_url
         timeout = (self.settings.timeout, self.settings.timeout)
         # A redirected POST would carry the shared secret or the cancel to another host: never follow.
@@ -540,8 +370,9 @@ class KiboHook(BaseHook):
         """
         One API call under the retry policy; raise the KiboError its final answer means. A 401 gets one
         fresh token for this call; a 403 one per token (Kibo's own clients do both: a token issued before
-        a permission change is refused with 403), see :meth:`_should_refresh`.
+        a permission change is refused with 403), see :meth:`.KiboOAuth.should_refresh`.
         """
+        auth = self.auth  # a pre-issued token that cannot be sent fails here, as the configuration it is
         url = self.settings.base_url + path
         what = f"{method} {path}"
         record = CallRecord()
@@ -549,7 +380,7 @@ class KiboHook(BaseHook):
         after_403 = False
         for refreshed in (False, True):
             try:
-                token = self._access_token(stale=stale, max_attempts=max_attempts, after_403=after_403)
+                token = auth.token(stale=stale, max_attempts=max_attempts, after_403=after_403)
             except KiboError as exc:
                 # No token, so this call's request was not sent (again): whatever the token request did
                 # (a timeout, say), the cancel was not applied by it.
@@ -562,8 +393,10 @@ class KiboHook(BaseHook):
                     may_have_applied=record.may_have_applied,
                 ) from None
 
-            def send(token: str = token) -> requests.Response:
-                return self._http(method, url, json=json, token=token)
+            bearer = BearerToken(token)  # every attempt of this round carries the token decided on
+
+            def send(bearer: AuthBase = bearer) -> requests.Response:
+                return self._http(method, url, json=json, auth=bearer)
 
             try:
                 answer = self._retry.run(
@@ -582,7 +415,7 @@ class KiboHook(BaseHook):
                 ) from None
             record = record.merged(answer.record)
             status = answer.response.status_code
-            if not refreshed and self._should_refresh(status, token):
+            if not refreshed and auth.should_refresh(status, token):
                 self.log.info("Kibo answered %d to %s; refreshing the token once", status, what)
                 stale, after_403 = token, status == 403
                 continue
@@ -592,50 +425,9 @@ class KiboHook(BaseHook):
                     f"Kibo {what} failed",
                     order_id=order_id,
                     may_have_applied=record.may_have_applied,
-                    hint=self._hint(status, answer.response),
+                    hint=connection_hint(
+                        self.settings, status, answer.response, refreshable=auth.refreshable
+                    ),
                 )
             return Answer(answer.response, record)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _should_refresh(self, status: int, token: str) -> bool:
-        """
-        A 401 gets a new token once per call. A 403 gets one once per token: when the token it came with
-        has been replaced meanwhile (another worker refreshed it), the call is repeated with the current
-        one; when it is the token fetched after an earlier 403, the 403 is a refusal.
-        """
-        if self.settings.client_id is None or status not in (401, 403):
-            return False
-        if status == 401:
-            return True
-        with self._token_lock:
-            current = self._token.value if self._token is not None else None
-            return current != token or token != self._token_after_403
-
-    def _hint(self, status: int, response: requests.Response) -> str | None:
-        """What to change in the connection for an answer that points at it (401, 403, a misspelt field)."""
-        conn = f"connection {self.kibo_conn_id!r}"
-        if status == 401 and self.settings.client_id is None:
-            return (
-                f"Kibo refused the pre-issued access token (extra access_token) of {conn}; it cannot be "
-                "refreshed: put a new one there, or set the Application Key and Shared Secret instead"
-            )
-        if status == 401:
-            return (
-                f"Kibo refused the token: check the Application Key (login) and Shared Secret (password) "
-                f"of {conn}"
-            )
-        if status == 403:
-            site = f" and site {self.settings.site_id}" if self.settings.site_id else ""
-            return (
-                f"Kibo refused tenant {self.settings.tenant_id}{site} for these credentials: check the "
-                f"Tenant ID and Site ID (extras tenant_id, site_id) of {conn}, and the application's "
-                "permissions in Kibo"
-            )
-        if status == 400 and "orderid" in response.text[:2000].lower():
-            spelling = self.settings.order_id_field
-            other = "orderID" if spelling == "orderId" else "orderId"
-            return (
-                f"Kibo's answer names the order id field, sent as {spelling!r}; if your tenant expects "
-                f"{other!r}, set extra order_id_field to {other!r} in {conn}"
-            )
-        return None

@@ -72,15 +72,13 @@ class CallRecord:
     #: An attempt may have reached Kibo and been applied, its answer lost or unreadable (a read timeout,
     #: a connection dropped mid-answer, a 5xx, a 2xx whose body is not what Kibo documents).
     may_have_applied: bool = False
-    #: Kibo (or whatever answers at its address) answered at least one attempt.
-    answered: bool = False
 
-    def after(self, *, reached_kibo: bool, answered: bool) -> CallRecord:
+    def after(self, *, reached_kibo: bool) -> CallRecord:
+        """This record after one more attempt, which may have ``reached_kibo`` and been applied."""
         return CallRecord(
             attempts=self.attempts + 1,
             sent=True,
             may_have_applied=self.may_have_applied or reached_kibo,
-            answered=self.answered or answered,
         )
 
     def merged(self, later: CallRecord) -> CallRecord:
@@ -89,7 +87,6 @@ class CallRecord:
             attempts=self.attempts + later.attempts,
             sent=self.sent or later.sent,
             may_have_applied=self.may_have_applied or later.may_have_applied,
-            answered=self.answered or later.answered,
         )
 
 
@@ -276,10 +273,10 @@ class RetryPolicy:
         """The call's record after this attempt, and what :func:`decide` makes of it."""
         retry_after = None
         if failure is not None:
-            record = record.after(reached_kibo=failure.reached_kibo, answered=False)
+            record = record.after(reached_kibo=failure.reached_kibo)
         else:
             assert response is not None
-            record = record.after(reached_kibo=response.status_code >= 500, answered=True)
+            record = record.after(reached_kibo=response.status_code >= 500)
             if response.status_code == 429:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         decision = decide(

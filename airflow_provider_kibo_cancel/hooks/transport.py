@@ -12,11 +12,15 @@ drips in slowly ends at its deadline.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from functools import lru_cache
 from typing import Any, Protocol
 
+import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
@@ -145,3 +149,29 @@ def stoppable_adapter(stop: _Stop, pool_size: int) -> HTTPAdapter:
 
     # max_retries=0: the hook's retry policy decides every retry, urllib3 none.
     return _Adapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+
+
+@lru_cache(maxsize=256)
+def prepared_template(
+    method: str, url: str, headers: tuple[tuple[str, str], ...]
+) -> requests.PreparedRequest:
+    """
+    A prepared request to copy for each call. ``Session.request`` would parse the URL, merge cookie jars
+    and settings every time: about 0.15 ms, a tenth of a request's CPU in a bulk run.
+    """
+    return requests.Request(method, url, headers=dict(headers)).prepare()
+
+
+def new_session(headers: dict[str, str], adapter: HTTPAdapter, auth: AuthBase) -> requests.Session:
+    """A hook's one session: ``adapter`` for http and https, the calls' common headers, ``auth``."""
+    session = requests.Session()
+    session.auth = auth
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers.update(headers)
+    # requests reads proxy and CA-bundle variables from the environment on every request (~1 ms of
+    # CPU each, most of a request's cost); read them once per hook instead. No netrc either: the
+    # Authorization header is ours alone.
+    session.trust_env = False
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return session

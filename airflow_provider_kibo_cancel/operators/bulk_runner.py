@@ -1,38 +1,49 @@
 """The request phase of a bulk cancel: worker threads over one hook, and a stop that holds.
 
-Kept apart from the operator so that what Airflow sees (templating, XCom, task failure) and what Kibo sees
+What the run settles is kept in :mod:`~airflow_provider_kibo_cancel.operators.outcome`. Kept apart from the
+operator so that what Airflow sees (templating, XCom, task failure) and what Kibo sees
 (how many requests, when they stop) can each be read on its own.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kibo_cancel.exceptions import (
-    KiboAuthenticationError,
     KiboBadRequestError,
-    KiboCircuitOpenError,
     KiboError,
     KiboForbiddenError,
     KiboRateLimitError,
     KiboRateLimitWaitError,
     KiboStoppedError,
 )
-from airflow_provider_kibo_cancel.operators.encoding import (
-    decode_ids,
-    encode_ids,
-    restore_failures,
+from airflow_provider_kibo_cancel.operators.outcome import (
+    ALREADY_CANCELED,
+    CANCELED,
+    CIRCUIT_OPEN,
+    CREDENTIALS_REFUSED,
+    FAILED,
+    FORBIDDEN,
+    FORBIDDEN_IN_A_ROW,
+    NOT_ATTEMPTED,
+    RATE_LIMITED,
+    RATE_LIMITED_IN_A_ROW,
+    REPEATED_BAD_REQUEST,
+    SAME_BAD_REQUEST_IN_A_ROW,
+    STOPPED,
+    BulkCancelOutcome,
+    ProgressSnapshot,
+    halt_reason,
 )
+from airflow_provider_kibo_cancel.operators.summary import error_signature, failure_entry
 
 if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
     from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
 #: After a stop (timeout, kill, interrupt), how long requests already in flight may take to finish.
 STOP_GRACE_SECONDS = 5.0
@@ -46,118 +57,6 @@ MAX_RESERVATION = 1000
 #: Receives a durable run's progress: the outcome so far and the orders that may be applied (in flight or
 #: about to be sent); returns False when the ledger could not be written (the run then goes on without).
 Journal = Callable[["BulkCancelOutcome", list[int]], bool]
-
-CANCELED = "canceled"
-ALREADY_CANCELED = "already_canceled"
-FAILED = "failed"
-NOT_ATTEMPTED = "not_attempted"
-
-# Why a run stopped dispatching before the end.
-STOPPED = "stopped"  # the task's timeout, kill or interrupt
-CIRCUIT_OPEN = "circuit_open"  # Kibo evidently down
-RATE_LIMITED = "rate_limited"  # Kibo asked to wait longer than the run may sleep
-CREDENTIALS_REFUSED = "credentials_refused"
-FORBIDDEN = "forbidden"  # Kibo refused this tenant or site for several orders in a row
-#: 403s in a row (no other answer between) that stop a run: one order may be another site's, three are not.
-FORBIDDEN_IN_A_ROW = 3
-#: Kibo refused the request itself, the same way, for several orders in a row (a typo'd reason repeats
-#: into every order): the rest would be refused alike.
-REPEATED_BAD_REQUEST = "repeated_bad_request"
-#: Identical 400s in a row (same status, errorCode and message once the order id is taken out) that stop
-#: a run: one order's 400 may be about that order, three alike are about the request.
-SAME_BAD_REQUEST_IN_A_ROW = 3
-#: Orders in a row that used up all their attempts on 429 (no other answer between) that halt a run as
-#: rate limited: a wall that does not lift within a retry schedule would cost every order its schedule.
-RATE_LIMITED_IN_A_ROW = 3
-
-
-@dataclass
-class BulkCancelOutcome:
-    """What the request phase ended with, order by order (order id -> bucket), plus why it ended."""
-
-    results: dict[int, str] = field(default_factory=dict)
-    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    elapsed: float = 0.0
-    halted: str | None = None  # STOPPED, CIRCUIT_OPEN, RATE_LIMITED, CREDENTIALS_REFUSED, ... or None
-    halt_error: KiboError | None = None  # the error that made the run stop dispatching, when there is one
-    resume_at: float | None = None  # with RATE_LIMITED: when Kibo accepts calls again (epoch seconds)
-    # Orders whose earlier attempt (before a deferral) may have been applied: found canceled when sent
-    # again, the cancel was most likely ours, as the hook decides within one call.
-    maybe_applied: set[int] = field(default_factory=set)
-    # Reasons Kibo refused the same way for several orders in a row (a typo'd reason): the other orders
-    # with that reason are not sent; orders with other reasons are. Reason -> the refusal.
-    refused_reasons: dict[str, KiboError] = field(default_factory=dict)
-
-    def count(self, bucket: str) -> int:
-        """How many orders are in ``bucket``: for a settled outcome (a running one: BulkRun.snapshot)."""
-        return sum(1 for value in self.results.values() if value == bucket)
-
-    def ids(self, requests: list[CancelOrderRequest], bucket: str) -> list[int]:
-        """Order ids in ``bucket``, in input order."""
-        return [r.order_id for r in requests if self.results.get(r.order_id, NOT_ATTEMPTED) == bucket]
-
-
-@dataclass(frozen=True)
-class ProgressSnapshot:
-    """The counts of a running bulk cancel at one moment, taken under the run's lock (see
-    :meth:`BulkRun.snapshot`): a progress line reads this, never the outcome the workers are writing."""
-
-    total: int
-    done: int
-    elapsed: float
-    canceled: int
-    already_canceled: int
-    failed: int
-
-    @property
-    def rate(self) -> float:
-        """Orders settled per second so far."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-
-def failure_entry(order_id: int, exc: KiboError) -> dict[str, Any]:
-    """One order's failure as the summary shows it (JSON, no secrets), Kibo's items included."""
-    return {**exc.to_dict(), "order_id": order_id, "rate_limited": exc.rate_limited}
-
-
-def _without_order_id(text: str, order_id: Any) -> str:
-    text = " ".join(text.split())
-    return re.sub(rf"(?<![0-9]){re.escape(str(order_id))}(?![0-9])", "{order}", text) if order_id else text
-
-
-def error_description(entry: dict[str, Any]) -> str:
-    """What Kibo said about one failed order, with its order id taken out ("... order {order} ...")."""
-    order_id = entry.get("order_id")
-    said = []
-    if entry.get("kibo_message"):
-        said.append(str(entry["kibo_message"]))
-    for item in entry.get("items") or []:
-        text = item.get("message") if isinstance(item, dict) else item
-        if text and str(text) not in said:
-            said.append(str(text))
-    if entry.get("status") is None or not said:
-        # No answer from Kibo to quote (a timeout, a stop): the error's own text, minus its order id.
-        text = str(entry.get("error", ""))
-        return _without_order_id(text, order_id)
-    head = f"HTTP {entry['status']}" + (f" {entry['error_code']}" if entry.get("error_code") else "")
-    return f"{head}: " + _without_order_id("; ".join(said), order_id)
-
-
-def error_signature(entry: dict[str, Any]) -> tuple[Any, ...]:
-    """Failures with equal signatures are the same error: same status, errorCode and message."""
-    return (entry.get("status"), entry.get("error_code"), error_description(entry))
-
-
-def group_failures(failed: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
-    """Identical errors together, most frequent first: (description, the order ids it failed)."""
-    groups: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
-    for entry in failed:
-        key = error_signature(entry)
-        if key not in groups:
-            groups[key] = (error_description(entry), [])
-        groups[key][1].append(entry["order_id"])
-    return sorted(groups.values(), key=lambda group: -len(group[1]))
 
 
 class BulkRun:
@@ -382,7 +281,7 @@ class BulkRun:
             walled = isinstance(exc, KiboRateLimitError) and exc.sent
             self._rate_limited_in_a_row = self._rate_limited_in_a_row + 1 if walled else 0
             self._count_bad_request(request, signature, exc)
-            halt = _halt_reason(exc)
+            halt = halt_reason(exc)
             if halt is None and self._forbidden_in_a_row >= FORBIDDEN_IN_A_ROW:
                 halt = FORBIDDEN
             if halt is None and self._rate_limited_in_a_row >= RATE_LIMITED_IN_A_ROW:
@@ -499,60 +398,3 @@ class BulkRun:
             for request in self.requests:
                 outcome.results.setdefault(request.order_id, NOT_ATTEMPTED)
             outcome.elapsed = self._elapsed_before + time.monotonic() - started
-
-
-#: Longest error text kept per failed order across a deferral.
-_STATE_ERROR_CHARS = 300
-
-
-def compact_outcome(requests: list[CancelOrderRequest], outcome: BulkCancelOutcome) -> dict[str, Any]:
-    """
-    What a deferred run carries to its resumption: settled order ids by bucket (encoded, see
-    :mod:`~airflow_provider_kibo_cancel.operators.encoding`) and the failures' short records, never
-    orders. Orders refused with a 429 and those never sent are left out: they are sent again after the
-    wait, and those whose earlier attempt may have been applied (a 5xx, then the 429) are listed, so that
-    finding them canceled then counts as this run's cancel. Ids are encoded as the durable ledger does.
-    """
-    failed: list[dict[str, Any]] = []
-    maybe_applied = set(outcome.maybe_applied)
-    for order_id in outcome.ids(requests, FAILED):
-        entry = outcome.failures[order_id]
-        if not entry.get("rate_limited"):
-            failed.append(entry)
-        elif entry.get("may_have_applied"):
-            maybe_applied.add(order_id)
-    return {
-        "elapsed": outcome.elapsed,
-        CANCELED: encode_ids(outcome.ids(requests, CANCELED)),
-        ALREADY_CANCELED: encode_ids(outcome.ids(requests, ALREADY_CANCELED)),
-        # Each failure whole (its text bounded), Kibo's items and correlation id kept: a deferral's state
-        # is not held to the state store's size, and the summary after the wait must still say them.
-        FAILED: [{**entry, "error": entry["error"][:_STATE_ERROR_CHARS]} for entry in failed],
-        "maybe_applied": encode_ids(maybe_applied),
-    }
-
-
-def restore_outcome(state: dict[str, Any]) -> BulkCancelOutcome:
-    """The outcome a deferred run had settled, from :func:`compact_outcome`'s state (empty for none)."""
-    outcome = BulkCancelOutcome(elapsed=float(state.get("elapsed", 0.0)))
-    for bucket in (CANCELED, ALREADY_CANCELED):
-        for order_id in decode_ids(state.get(bucket, "")):
-            outcome.results[order_id] = bucket
-    for order_id, entry in restore_failures(state.get(FAILED, [])).items():
-        outcome.results[order_id] = FAILED
-        outcome.failures[order_id] = entry
-    outcome.maybe_applied = set(decode_ids(state.get("maybe_applied", "")))
-    return outcome
-
-
-def _halt_reason(exc: KiboError) -> str | None:
-    """The run-wide condition an order's error reveals, if any."""
-    if isinstance(exc, KiboStoppedError):
-        return STOPPED
-    if isinstance(exc, KiboCircuitOpenError):
-        return CIRCUIT_OPEN
-    if isinstance(exc, KiboRateLimitWaitError):
-        return RATE_LIMITED
-    if isinstance(exc, KiboAuthenticationError):
-        return CREDENTIALS_REFUSED  # refused at the token request, or a 401 even after a fresh token
-    return None

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from airflow_provider_kibo_cancel.operators.summary import FailureRecord
 
 #: The longest error text kept per failure record.
 ERROR_CHARS = 300
@@ -111,7 +114,7 @@ def _without_order_id(text: str, order_id: Any) -> str:
 _SHORT_FIELDS = ("status", "error_code", "retryable", "may_have_applied", "rate_limited")
 
 
-def compact_failures(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def compact_failures(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Failure entries (``failure_entry``) in their short form, orders that failed alike together."""
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], list[int]]] = {}
     for entry in entries:
@@ -123,16 +126,16 @@ def compact_failures(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**record, "ids": encode_ids(ids)} for record, ids in groups.values()]
 
 
-def restore_failures(records: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def restore_failures(records: Iterable[dict[str, Any]]) -> dict[int, FailureRecord]:
     """The failure entries :func:`compact_failures` wrote, by order id (Kibo's items and ids left out).
 
     Each entry has the keys of a summary's ``failed`` entries; a record from before this encoding (one
     entry per order, with ``order_id``) is taken as it is.
     """
-    failures: dict[int, dict[str, Any]] = {}
+    failures: dict[int, FailureRecord] = {}
     for record in records:
         if "ids" not in record:  # an entry of the older deferral state
-            failures[int(record["order_id"])] = dict(record)
+            failures[int(record["order_id"])] = cast("FailureRecord", dict(record))
             continue
         for order_id in decode_ids(record["ids"]):
             failures[order_id] = {

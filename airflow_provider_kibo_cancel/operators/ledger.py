@@ -33,10 +33,16 @@ from airflow_provider_kibo_cancel.operators.encoding import (
     encode_ids,
     restore_failures,
 )
+from airflow_provider_kibo_cancel.operators.outcome import (
+    ALREADY_CANCELED,
+    CANCELED,
+    FAILED,
+    BulkCancelOutcome,
+)
 
 if TYPE_CHECKING:
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkCancelOutcome
+    from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
+    from airflow_provider_kibo_cancel.operators.outcome import BulkCancelOutcome
 
 LEDGER_KEY = "kibo_cancel.bulk_ledger"
 SINGLE_KEY = "kibo_cancel.single_cancel"
@@ -133,8 +139,6 @@ def ledger_document(
     pending: Iterable[int] = (),
 ) -> dict[str, Any]:
     """The ledger for ``outcome`` (settled orders) and ``pending`` (may be applied, unanswered)."""
-    from airflow_provider_kibo_cancel.operators.bulk_runner import ALREADY_CANCELED, CANCELED, FAILED
-
     by_bucket: dict[str, list[int]] = {CANCELED: [], ALREADY_CANCELED: [], FAILED: []}
     for order_id, bucket in outcome.results.items():
         if bucket in by_bucket:
@@ -164,13 +168,6 @@ def restore_for_new_try(
     this run's). With a changed plan only orders still in it are kept, and no failure (its request may
     differ now). Returns the outcome and counts for the log line.
     """
-    from airflow_provider_kibo_cancel.operators.bulk_runner import (
-        ALREADY_CANCELED,
-        CANCELED,
-        FAILED,
-        BulkCancelOutcome,
-    )
-
     in_plan = {request.order_id for request in requests}
     outcome = BulkCancelOutcome(elapsed=float(doc.get("elapsed", 0.0)))
     dropped = 0

@@ -21,6 +21,8 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from airflow_provider_kibo_cancel.exceptions import KiboError
+
 #: Seconds added to Kibo's Retry-After before the retry, so it does not arrive a moment early.
 RETRY_MARGIN = 2.0
 
@@ -39,8 +41,6 @@ def rate_limit_wait(exc: BaseException) -> float | None:
 
 def kibo_error_of(exc: BaseException | None) -> Any:
     """The KiboError behind ``exc`` (itself, or what it wraps), or None."""
-    from airflow_provider_kibo_cancel.exceptions import KiboError
-
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, KiboError):
@@ -53,7 +53,8 @@ def kibo_error_of(exc: BaseException | None) -> Any:
 @cache
 def _policy_class() -> type[Any] | None:
     try:
-        from airflow.sdk import RetryDecision, RetryPolicy  # type: ignore[attr-defined,unused-ignore]
+        # Airflow 3.3+ only, and the class must exist on older ones too: imported when first asked for.
+        from airflow.sdk import RetryDecision, RetryPolicy  # type: ignore[attr-defined,unused-ignore]  # noqa: PLC0415
     except ImportError:  # Airflow before 3.3: no retry policies
         return None
 

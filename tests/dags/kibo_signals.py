@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, AssetAlias, dag, task
 
+from airflow_provider_kibo_cancel import metrics
 from airflow_provider_kibo_cancel.assets import kibo_orders_canceled_asset
 from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
@@ -87,8 +88,6 @@ def kibo_signals() -> None:
         """The deferral and not_attempted metrics, sent as the operators send them (a deferral and a
         stopped run are exercised in test_deferral.py and test_sustained_faults*.py): the names reach
         StatsD."""
-        from airflow_provider_kibo_cancel import metrics
-
         metrics.deferral()
         metrics.cancel_outcome("not_attempted", 2)
 

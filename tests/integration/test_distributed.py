@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -243,8 +246,6 @@ KILLED: dict[str, Any] = {}  # the crash scenario's kill: when, which process, h
 
 def _kill_the_bulk_task_process(stack: DistributedStack, after_applied: int = 20) -> None:
     """SIGKILL the Celery worker's task process holding the emulator connection of the last cancel."""
-    import os
-    import signal
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -266,8 +267,6 @@ def _kill_the_bulk_task_process(stack: DistributedStack, after_applied: int = 20
 
 
 def prepare_crash(stack: DistributedStack) -> None:
-    import threading
-
     reopen_orders(stack)
     threading.Thread(target=_kill_the_bulk_task_process, args=(stack,), daemon=True).start()
 
@@ -387,7 +386,7 @@ def test_scenario(stack: DistributedStack, scenario: Scenario) -> None:
 
 
 def test_the_metadata_database_is_postgresql(stack: DistributedStack) -> None:
-    import psycopg2  # in .venv-distributed only
+    import psycopg2  # in .venv-distributed only  # noqa: PLC0415
 
     conn = stack.env.airflow("config", "get-value", "database", "sql_alchemy_conn").stdout.strip()
     assert conn.startswith("postgresql+psycopg2://") and conn == stack.database_url

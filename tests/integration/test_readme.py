@@ -33,8 +33,8 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import KiboConnectionSettings
 from devtools.airflow_local import XCOM_STORED_TWICE_ENCODED, AirflowEnv, AirflowStack
 from tests import user_project
 

@@ -25,6 +25,7 @@ from devtools.airflow_local import AirflowEnv, free_port
 from devtools.emulator_process import emulator_process
 from tests import user_project
 from tests.integration.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
+from tests.support import debian_chromium
 
 pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
 
@@ -278,9 +279,7 @@ def look_at_the_ui(airflow_home: Path, env: dict[str, str], shell: str, tmp_path
 
 def picture_of_the_run(base: str, password: str, run_id: str) -> None:
     """docs/quickstart-xcom.png: the bulk task's XCom in the UI, as the quick start's step 7 finds it."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.support import debian_chromium
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 (installed for the newest Airflow only)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=debian_chromium(), args=["--no-sandbox"])

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.models import KiboConnectionSettings
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, debian_chromium
 
@@ -118,7 +118,8 @@ def chromium() -> str:
 def test_a_kibo_connection_added_in_the_browser(
     api_server: AirflowStack, emu: KiboEmulator, chromium: str, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
+    # Imported here: playwright is installed for the newest Airflow's browser tests only.
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.sdk import Asset
 
 from airflow_provider_kibo_cancel import assets
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
@@ -22,7 +23,6 @@ def test_the_asset_uri_names_the_tenant() -> None:
 
 
 def test_airflow_refuses_a_kibo_uri_without_a_tenant() -> None:
-    from airflow.sdk import Asset
 
     with pytest.raises(ValueError, match="names a tenant"):
         Asset("kibo://acme/orders/canceled")
@@ -44,7 +44,6 @@ def test_ids_are_capped_and_truncation_is_said() -> None:
 
 
 def test_outlets_of_another_tenant_are_refused() -> None:
-    from airflow.sdk import Asset
 
     assets.check_outlets([Asset(CANCELED_URI), Asset("anything")], TENANT)
     with pytest.raises(KiboConfigurationError, match="names tenant 1 but the connection is for tenant 30294"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
 
 
 def test_plan_splits_the_input() -> None:

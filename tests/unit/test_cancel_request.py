@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest
 
 VALID: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     ((1, "customer_changed_mind"), {"orderId": 1, "dispositionReason": "customer_changed_mind"}),

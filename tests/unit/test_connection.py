@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import DEFAULT_AUTH_URL, KiboConnectionSettings
+from airflow_provider_kibo_cancel.routes import DEFAULT_AUTH_URL
 
 
 def settings(

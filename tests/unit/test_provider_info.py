@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import distribution
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
@@ -26,8 +27,6 @@ def test_entry_point_points_at_get_provider_info() -> None:
 
 
 def test_provider_info_matches_airflows_schema() -> None:
-    import airflow
-
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     jsonschema.validate(get_provider_info(), schema)
     (conn_type,) = get_provider_info()["connection-types"]

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboValidationError
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
 from airflow_provider_kibo_cancel.safety import BIDI_CONTROLS, utf16_length
 
 

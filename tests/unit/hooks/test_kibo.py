@@ -10,6 +10,7 @@ import weakref
 import pytest
 import requests
 
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
@@ -19,7 +20,6 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboResponseError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest
 from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, Connect
 
 

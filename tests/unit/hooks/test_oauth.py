@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator import record as record_module
 from airflow_provider_kibo_cancel.emulator import server as server_module
@@ -19,7 +21,6 @@ from airflow_provider_kibo_cancel.exceptions import (
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.hooks.oauth import FALLBACK_TOKEN_LIFETIME
-from airflow_provider_kibo_cancel.models import CancelOrderRequest, KiboConnectionSettings
 from tests.support import APP_KEY, SHARED_SECRET, Connect
 
 URL_PASSWORD = "url-pa/ss:w#rd-8812"  # holds the characters a URL parser splits on
@@ -27,9 +28,9 @@ URL_PASSWORD = "url-pa/ss:w#rd-8812"  # holds the characters a URL parser splits
 
 def masked(text: str) -> str:
     try:  # the masker Airflow's task logs go through
-        from airflow.sdk._shared.secrets_masker import redact
+        from airflow.sdk._shared.secrets_masker import redact  # noqa: PLC0415 (the module depends on the Airflow version)
     except ImportError:  # Airflow < 3.2
-        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]  # noqa: PLC0415
     return str(redact(text))
 
 

@@ -218,9 +218,10 @@ def test_bad_tenant_or_host_is_rejected_before_any_request(
 
 def test_secrets_and_tokens_are_registered_with_the_masker(emulator: KiboEmulator, connect: Connect) -> None:
     try:  # the masker Airflow's task logs go through
-        from airflow.sdk._shared.secrets_masker import redact
+        # Imported here: the masker's module depends on the Airflow version.
+        from airflow.sdk._shared.secrets_masker import redact  # noqa: PLC0415
     except ImportError:  # Airflow < 3.2
-        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]
+        from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef,unused-ignore]  # noqa: PLC0415
 
     hook = connect(emulator, "kibo_faults")
     hook.cancel_order(1051, "created_by_mistake")

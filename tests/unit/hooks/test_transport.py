@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.handler import kibo_error
 from airflow_provider_kibo_cancel.exceptions import (
@@ -27,8 +29,8 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.models import CancelOrderRequest, plan_bulk_cancel
-from airflow_provider_kibo_cancel.operators.bulk_runner import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED, BulkRun
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.outcome import CANCELED, CIRCUIT_OPEN, NOT_ATTEMPTED
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, Connect, tls_server_context
 
 TOKEN_WITH_A_LINE_BREAK = "eyJhbGciOi.first-half\nsecond-half-of-the-token"

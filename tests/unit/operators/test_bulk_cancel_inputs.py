@@ -7,13 +7,26 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel import assets
+from airflow_provider_kibo_cancel._compat import AirflowFailException
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest, CancelResult
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboValidationError
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboBulkCancelError,
+    KiboRateLimitError,
+    KiboValidationError,
+)
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.deferral import defer_until_kibo_accepts
 from tests.support import Connect, assert_no_retry, permanent_errors
 
 
@@ -80,7 +93,6 @@ def test_a_quoted_id_inside_the_list_is_an_invalid_entry_not_its_digits() -> Non
 
 
 def test_a_json_string_of_orders_sends_nothing(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk", orders='"1001"', disposition_reason="created_by_mistake"
@@ -108,9 +120,6 @@ def fast_switches() -> Iterator[None]:
 def test_progress_lines_while_workers_insert_do_not_stop_the_run(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, fast_switches: None
 ) -> None:
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import CancelOrderRequest, CancelResult
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     # The token comes from the emulator over HTTP; each cancel answers at once (the race is in this
     # process: workers inserting results while the progress line walks them).
@@ -140,7 +149,6 @@ def test_progress_lines_while_workers_insert_do_not_stop_the_run(
 def test_a_run_without_a_progress_callback_waits_without_spinning(
     emulator: KiboEmulator, connect: Connect
 ) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
     hook = connect(emulator, "kibo_faults")
     hook.authenticate()
@@ -157,8 +165,6 @@ def test_a_run_without_a_progress_callback_waits_without_spinning(
 
 
 def test_a_run_stopped_by_max_deferred_wait_says_so(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     kibo_conn.inject("status", status=429, retry_after="600", times=None)
     operator = BulkCancelOrdersOperator(
@@ -182,8 +188,6 @@ def test_a_run_stopped_by_max_deferred_wait_says_so(kibo_conn: KiboEmulator) -> 
 
 
 def test_the_deferral_refusal_does_not_promise_a_retry_continues() -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboRateLimitError
-    from airflow_provider_kibo_cancel.operators.deferral import defer_until_kibo_accepts
 
     with pytest.raises(KiboRateLimitError) as caught:
         defer_until_kibo_accepts(None, wait=600, state={}, max_deferred_wait=10)  # type: ignore[arg-type]
@@ -192,8 +196,6 @@ def test_the_deferral_refusal_does_not_promise_a_retry_continues() -> None:
 
 
 def test_a_real_run_refused_by_max_orders_is_no_dry_run(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk", orders=[1001, 1002, "x"], disposition_reason="created_by_mistake", max_orders=1
@@ -241,7 +243,6 @@ def _logged(operator: Any, monkeypatch: pytest.MonkeyPatch, level: str) -> list[
 def test_a_typod_reason_stops_the_run_after_three_identical_400s(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk",
@@ -278,9 +279,6 @@ def test_a_typod_reason_stops_the_run_after_three_identical_400s(
 def test_a_refused_reason_skips_only_the_orders_with_that_reason(kibo_conn: KiboEmulator) -> None:
     # Three CSV rows carry a typo'd reason of their own, the other 37 the right one: the typo must not
     # stop the 37 (review: they were all left not_attempted).
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-    from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-    from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 
     rows = [
         {
@@ -300,7 +298,6 @@ def test_a_refused_reason_skips_only_the_orders_with_that_reason(kibo_conn: Kibo
 
 
 def test_a_400_about_one_order_does_not_stop_the_run(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     bad = {"order_id": 1001, "disposition_reason": "created_by_mistak"}
     operator = BulkCancelOrdersOperator(
@@ -317,7 +314,6 @@ def test_a_400_about_one_order_does_not_stop_the_run(kibo_conn: KiboEmulator) ->
 
 
 def test_identical_errors_are_grouped_in_the_failure_message(kibo_conn: KiboEmulator) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk",
@@ -339,7 +335,6 @@ def test_identical_errors_are_grouped_in_the_failure_message(kibo_conn: KiboEmul
 def test_one_order_with_an_unpublished_reason_is_singular(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk", orders=[1001], disposition_reason="fraud_suspected", max_concurrency=1
@@ -354,7 +349,6 @@ def test_one_order_with_an_unpublished_reason_is_singular(
 def test_the_tenant_line_names_the_connection(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     operator = BulkCancelOrdersOperator(
         task_id="bulk", orders=[1001], disposition_reason="created_by_mistake"
@@ -368,7 +362,6 @@ def test_the_tenant_line_names_the_connection(
 
 
 def test_a_consumer_reads_an_alias_events_extra_as_it_was_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_kibo_cancel import assets
 
     written = assets.extra_for_summary("30294", {"total": 2, "canceled": [1001], "already_canceled": [2001]})
     monkeypatch.setattr(assets, "_airflow_version", lambda: (3, 0))  # lists travel as JSON text there
@@ -381,7 +374,6 @@ def test_a_consumer_reads_an_alias_events_extra_as_it_was_written(monkeypatch: p
 def test_a_single_cancel_with_a_near_miss_reason_asks_did_you_mean(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     operator = CancelOrderOperator(
         task_id="one", order_id=1001, disposition_reason="created_by_mistak", dry_run=True
@@ -396,7 +388,6 @@ def test_a_single_cancel_with_a_near_miss_reason_asks_did_you_mean(
 
 
 def test_a_mapping_that_is_not_a_dict_is_not_iterated_as_orders() -> None:
-    from types import MappingProxyType
 
     with pytest.raises(KiboValidationError, match="a single dict"):
         plan_bulk_cancel(MappingProxyType({1001: "x"}), "created_by_mistake")

@@ -9,11 +9,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.operators.bulk_cancel import (
-    DEFAULT_MAX_ORDERS,
-    BulkCancelOrdersOperator,
-    _order_limit,
-)
+from airflow_provider_kibo_cancel.operators.bulk_cancel import DEFAULT_MAX_ORDERS, BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.bulk_checks import order_limit as _order_limit
 from devtools.airflow_local import DagRunResult
 from tests.dag_runs import Run, run_in_process
 from tests.support import kibo_connection, kibo_emulator

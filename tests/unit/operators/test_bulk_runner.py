@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
@@ -25,14 +26,15 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboTransportError,
 )
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.hooks.policy import MIN_RETRY_WAIT, CircuitBreaker, retry_after_seconds
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-from airflow_provider_kibo_cancel.operators.bulk_runner import (
-    CIRCUIT_OPEN,
-    FAILED,
-    NOT_ATTEMPTED,
-    BulkRun,
+from airflow_provider_kibo_cancel.hooks.policy import (
+    MIN_RETRY_WAIT,
+    CircuitBreaker,
+    Gate,
+    PausedTooLong,
+    retry_after_seconds,
 )
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.outcome import CIRCUIT_OPEN, FAILED, NOT_ATTEMPTED
 from tests.support import SHARED_SECRET, TENANT, Connect, tls_server_context
 
 
@@ -291,7 +293,6 @@ def test_a_long_retry_after_on_the_last_attempt_still_stops_every_worker(
 
 
 def test_a_pause_extended_while_a_thread_waits_is_not_slept_through() -> None:
-    from airflow_provider_kibo_cancel.hooks.policy import Gate, PausedTooLong
 
     gate = Gate()
     gate.pause(2)  # short: the waiting thread may sleep through it...

@@ -13,20 +13,18 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel.bulk_plan import plan_bulk_cancel
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
+    KiboBulkCancelError,
     KiboCircuitOpenError,
     KiboStoppedError,
 )
 from airflow_provider_kibo_cancel.hooks.policy import CircuitBreaker, retry_after_seconds
-from airflow_provider_kibo_cancel.models import plan_bulk_cancel
-from airflow_provider_kibo_cancel.operators.bulk_runner import (
-    CANCELED,
-    FAILED,
-    NOT_ATTEMPTED,
-    STOPPED,
-    BulkRun,
-)
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.outcome import CANCELED, FAILED, NOT_ATTEMPTED, STOPPED
 from tests.support import Connect
 
 # --- stops that hold ----------------------------------------------------------------------------------
@@ -148,8 +146,6 @@ class _TaskInstance:
 
 
 def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, connect: Connect) -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     emulator.latency = 0.05
     connect(emulator, "kibo_faults")
@@ -177,8 +173,6 @@ def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, connect: Conn
 def test_a_kill_while_the_plan_is_checked_sends_nothing(emulator: KiboEmulator, connect: Connect) -> None:
     # SIGTERM can arrive before the run's hook exists (while the orders are validated): on_kill must
     # still hold, so the run that follows sends nothing.
-    from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     connect(emulator, "kibo_faults")
     operator = BulkCancelOrdersOperator(
@@ -199,8 +193,6 @@ def test_a_kill_while_the_plan_is_checked_sends_nothing(emulator: KiboEmulator, 
 def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
     emulator: KiboEmulator, connect: Connect
 ) -> None:
-    from airflow_provider_kibo_cancel.exceptions import KiboStoppedError
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     connect(emulator, "kibo_faults", backoff_base=4)
     emulator.inject("status", status=503, times=None)

@@ -16,10 +16,22 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kibo_cancel import metrics
+from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
-from airflow_provider_kibo_cancel.models import CancelOrderRequest
-from airflow_provider_kibo_cancel.operators.bulk_runner import (
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.encoding import decode_ids, encode_ids
+from airflow_provider_kibo_cancel.operators.ledger import (
+    LEDGER_KEY,
+    SINGLE_KEY,
+    SPLIT_BYTES,
+    DurableBulkRun,
+    Ledger,
+    ledger_document,
+)
+from airflow_provider_kibo_cancel.operators.outcome import (
     ALREADY_CANCELED,
     CANCELED,
     FAILED,
@@ -27,14 +39,7 @@ from airflow_provider_kibo_cancel.operators.bulk_runner import (
     compact_outcome,
     restore_outcome,
 )
-from airflow_provider_kibo_cancel.operators.encoding import decode_ids, encode_ids
-from airflow_provider_kibo_cancel.operators.ledger import (
-    LEDGER_KEY,
-    SINGLE_KEY,
-    SPLIT_BYTES,
-    Ledger,
-    ledger_document,
-)
+from airflow_provider_kibo_cancel.operators.summary import failure_entry
 
 
 class FakeStore:
@@ -113,7 +118,6 @@ def _ten_thousand_orders() -> tuple[list[CancelOrderRequest], BulkCancelOutcome]
     ]
     for index, order_id in enumerate(ids[::20]):
         exc = errors[index % 3].replace(order_id=order_id, correlation_id=f"corr-{rng.getrandbits(64):x}")
-        from airflow_provider_kibo_cancel.operators.bulk_runner import failure_entry
 
         outcome.results[order_id] = FAILED
         outcome.failures[order_id] = failure_entry(order_id, exc)
@@ -172,7 +176,6 @@ def test_ten_thousand_spread_out_ids_fit_under_the_default_limit_and_a_larger_le
 
 
 def _bulk(**kwargs: Any) -> Any:
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
 
     return BulkCancelOrdersOperator(
         task_id="bulk", disposition_reason="created_by_mistake", progress_interval=0.5, **kwargs
@@ -194,7 +197,6 @@ def test_a_try_that_dies_leaves_a_ledger_the_retry_resumes_from(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No final write (a SIGKILL): what the ledger had at the last journal write is all the retry gets."""
-    from airflow_provider_kibo_cancel.operators.ledger import DurableBulkRun
 
     kibo_conn.latency = 0.1  # 2 workers: about 20 orders a second
     store = FakeStore()
@@ -286,7 +288,6 @@ def test_another_tenant_starts_afresh(kibo_conn: KiboEmulator) -> None:
 def test_metrics_count_each_order_once_per_dag_run(
     kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kibo_cancel import metrics
 
     counted: dict[str, int] = {}
 
@@ -343,7 +344,6 @@ def test_durable_false_keeps_no_ledger(kibo_conn: KiboEmulator) -> None:
 
 
 def _single(order_id: int, **kwargs: Any) -> Any:
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     return CancelOrderOperator(
         task_id="single", order_id=order_id, disposition_reason="created_by_mistake", **kwargs

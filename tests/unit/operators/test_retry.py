@@ -5,14 +5,27 @@ process, against the emulator over HTTP, with a fake task state store."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.sdk import DAG
 
+from airflow_provider_kibo_cancel import metrics
+from airflow_provider_kibo_cancel._compat import AirflowFailException
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboBulkCancelError, KiboError
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboBulkCancelError,
+    KiboError,
+    KiboNotFoundError,
+    KiboServerError,
+)
+from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 from tests.support import Connect
 from tests.unit.operators.test_ledger import FakeStore, _bulk, _single, cancels, context_for
 
@@ -54,8 +67,6 @@ def test_one_failed_ledger_write_does_not_end_the_ledger(kibo_conn: KiboEmulator
 def _counted_outcomes(
     monkeypatch: pytest.MonkeyPatch, store: Any, **kwargs: Any
 ) -> tuple[dict[str, int], Any]:
-    from airflow_provider_kibo_cancel import metrics
-
     counted: dict[str, int] = {}
 
     def count(outcome: str, count: int = 1) -> None:
@@ -123,13 +134,6 @@ def test_a_single_cancel_never_sent_does_not_claim_a_later_cancel(
 @pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
     # A mapped task is unmapped on the worker from partial()'s kwargs, retry_policy=None among them.
-    import datetime as dt
-
-    from airflow.sdk import DAG
-
-    from airflow_provider_kibo_cancel.operators.bulk_cancel import BulkCancelOrdersOperator
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 
     with DAG("mapped_policy", start_date=dt.datetime(2026, 1, 1), schedule=None):
         single = CancelOrderOperator.partial(task_id="one", disposition_reason="created_by_mistake")
@@ -142,11 +146,8 @@ def test_mapped_operators_come_with_the_kibo_retry_policy_too() -> None:
 
 @pytest.mark.newest_only  # retry policies are Airflow 3.3's
 def test_the_operators_come_with_the_kibo_retry_policy_unless_the_user_gives_one() -> None:
-    from datetime import timedelta
 
     retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError, KiboServerError
-    from airflow_provider_kibo_cancel.operators.retry import KiboRetryPolicy
 
     bulk = _bulk(orders=[1], max_deferred_wait=600)
     policy = bulk.retry_policy
@@ -174,8 +175,6 @@ def test_a_permanent_error_is_left_to_the_kibo_policy_and_wrapped_for_any_other(
     kibo_conn: KiboEmulator,
 ) -> None:
     retry = importlib.import_module("airflow.sdk.definitions.retry_policy")
-    from airflow_provider_kibo_cancel._compat import AirflowFailException
-    from airflow_provider_kibo_cancel.exceptions import KiboNotFoundError
 
     with pytest.raises(KiboNotFoundError) as caught:  # Kibo's own error, for the policy to fail
         _single(424242).execute(context_for(FakeStore(), 1))

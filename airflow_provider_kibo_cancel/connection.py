@@ -1,0 +1,348 @@
+"""The ``kibo`` connection, checked: its settings, the URL rules, and a typed reader of its extras.
+
+Validation runs before any network call and collects every problem, so one failed task names all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
+from airflow_provider_kibo_cancel.routes import DEFAULT_AUTH_URL, OAUTH_PATH
+from airflow_provider_kibo_cancel.safety import (
+    is_loopback,
+    shown,
+    without_userinfo,
+)
+
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+class AirflowConnection(Protocol):
+    """The fields of an Airflow connection the settings are read from (``airflow.sdk.Connection``)."""
+
+    host: str | None
+    login: str | None
+    password: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+def missing_connection_error(conn_id: str) -> KiboConfigurationError:
+    """A connection that does not exist is configuration, not a passing fault: no task retries."""
+    return KiboConfigurationError(
+        f"The Kibo connection {conn_id!r} does not exist; create it (Admin -> Connections, `airflow "
+        f"connections add`, or AIRFLOW_CONN_{conn_id.upper()}) or set kibo_conn_id to an existing one"
+    )
+
+
+#: The body's order id key: the specification spells it ``orderId``, Kibo's own pages ``orderID``.
+OrderIdField = Literal["orderId", "orderID"]
+DEFAULT_ORDER_ID_FIELD: OrderIdField = "orderId"
+ORDER_ID_FIELDS: tuple[OrderIdField, ...] = ("orderId", "orderID")
+
+INSECURE_HTTP_EXTRA = "allow_insecure_http"
+
+
+def _no_credentials(value: str, field: str) -> None:
+    # Any '@': a password may hold characters a URL parser splits on, so none is trusted to find it.
+    if "@" in value:
+        raise ValueError(
+            f"{field} must not contain credentials (user:password@); put the Application Key and "
+            f"Shared Secret in login and password, got {shown(without_userinfo(value.strip()))}"
+        )
+
+
+def _origin(value: str, field: str) -> str:
+    """Accept only a plain http(s) origin (scheme, host, optional port) and return it without a slash."""
+    _no_credentials(value, field)
+    parts = urlsplit(value.strip())
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or not port_ok
+    ):
+        raise ValueError(f"{field} must be a plain http(s)://host[:port] origin, got {shown(value)}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url(value: str, field: str) -> str:
+    _no_credentials(value, field)
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{field} must be an http(s) URL without credentials, got {shown(value)}")
+    return value.strip()
+
+
+def _plain_http_refused(url: str, field: str) -> str | None:
+    """Why ``url`` may not be used without the unsafe opt-in, or None when it is https or loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+        return None
+    return (
+        f"{field} {url!r} uses plain http to a host that is not this machine: the Shared Secret and "
+        f"every bearer token would cross the network unencrypted. Use https, or set extra "
+        f"'{INSECURE_HTTP_EXTRA}': true if you accept that risk on a network you trust (unsafe)"
+    )
+
+
+def _plain_http_check(base_url: str | None, auth_url: str | None, opt_in: Any) -> tuple[bool, list[str]]:
+    """The unsafe opt-in's value, and the problems with plain-http URLs when it is not given."""
+    field = f"extra '{INSECURE_HTTP_EXTRA}'"
+    try:
+        allowed = opt_in is not None and opt_in != "" and _flag(opt_in, field)
+    except ValueError as exc:
+        return False, [str(exc)]
+    if allowed:
+        return True, []
+    urls = ((base_url, "host (base URL override)"), (auth_url, "extra 'auth_url'"))
+    return False, [refused for url, name in urls if url and (refused := _plain_http_refused(url, name))]
+
+
+def _flag(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{field} must be true or false, got {shown(value)}")
+
+
+def _digits(value: Any, field: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        raise ValueError(f"{field} must be digits only and at most 64 bits, got {shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int | str) or not _DIGITS.match(str(value).strip()):
+        raise ValueError(f"{field} must be digits only, got {shown(value)}")
+    return str(value).strip()
+
+
+# Never shown by repr() or str(): tracebacks, debuggers and error trackers print those.
+_SECRET_FIELDS = frozenset({"client_secret", "access_token"})
+
+
+class KiboConnectionSettings(BaseModel):
+    """A `kibo` connection, checked: everything the hook needs to address and authenticate calls."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conn_id: str
+    tenant_id: str
+    environment: Literal["production", "sandbox"]
+    site_id: str | None = None
+    base_url: str
+    auth_url: str
+    client_id: str | None = None
+    client_secret: str | None = None
+    access_token: str | None = None
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    max_retry_wait: float = 120.0
+    allow_insecure_http: bool = False
+    order_id_field: OrderIdField = DEFAULT_ORDER_ID_FIELD
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name in _SECRET_FIELDS and value else value)
+
+    @property
+    def insecure_urls(self) -> list[str]:
+        """The URLs that send credentials in clear text (allowed only by the unsafe opt-in)."""
+        urls = dict.fromkeys((self.base_url, self.auth_url))
+        return [url for url in urls if _plain_http_refused(url, "") is not None]
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn_id: str,
+        *,
+        host: str | None,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+    ) -> KiboConnectionSettings:
+        """Build settings from a connection's fields; raise KiboConfigurationError naming every problem."""
+        problems: list[str] = []
+        values: dict[str, Any] = {"conn_id": conn_id}
+
+        def check(field: str, fn: Any) -> Any:
+            try:
+                return fn()
+            except ValueError as exc:
+                problems.append(str(exc))
+                return None
+
+        def blank(value: Any) -> bool:
+            return value is None or (isinstance(value, str) and not value.strip())
+
+        tenant = extra.get("tenant_id")
+        if blank(tenant):
+            problems.append("extra 'tenant_id' is required (your Kibo tenant number, e.g. 30294)")
+        else:
+            values["tenant_id"] = check("tenant_id", lambda: _digits(tenant, "extra 'tenant_id'"))
+
+        environment = extra.get("environment")
+        env_text = environment.strip().lower() if isinstance(environment, str) else environment
+        if blank(environment):
+            problems.append("extra 'environment' is required: 'production' or 'sandbox'")
+        elif env_text not in ("production", "sandbox"):
+            problems.append(
+                f"extra 'environment' must be 'production' or 'sandbox', got {shown(environment)}"
+            )
+        else:
+            values["environment"] = env_text
+
+        if not blank(extra.get("order_id_field")):
+            values["order_id_field"] = check("order_id_field", lambda: _order_id_field(extra))
+
+        if not blank(extra.get("site_id")):
+            values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
+
+        problems += _resolve_urls(values, host if not blank(host) else None, extra)
+
+        login_given, password_given = not blank(login), not blank(password)
+        token_given = not blank(extra.get("access_token"))
+        if login_given != password_given:
+            problems.append(
+                "set both login (Application Key) and password (Shared Secret), or neither and use "
+                "extra 'access_token'"
+            )
+        elif login_given:
+            values["client_id"], values["client_secret"] = login, password
+        elif token_given:
+            values["access_token"] = check("access_token", lambda: _bearer_token(extra["access_token"]))
+        else:
+            problems.append(
+                "no credentials: set login (Application Key) and password (Shared Secret), "
+                "or extra 'access_token'"
+            )
+
+        tunables = {
+            key: extra[key]
+            for key in ("timeout", "max_attempts", "backoff_base", "max_retry_wait")
+            if not blank(extra.get(key))
+        }
+        tunables.update({key: value for key, value in (overrides or {}).items() if value is not None})
+        for key, value in tunables.items():
+            values[key] = check(key, lambda key=key, value=value: _tunable(key, value))
+
+        if problems:
+            raise KiboConfigurationError(f"Kibo connection {conn_id!r} is not usable: " + "; ".join(problems))
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # pydantic's text would quote the values, the secret among them
+            raise KiboConfigurationError(
+                f"Kibo connection {conn_id!r} is not usable: invalid {_fields(exc)}"
+            ) from None
+
+    @classmethod
+    def read(
+        cls, conn_id: str, conn: AirflowConnection, overrides: dict[str, Any] | None = None
+    ) -> KiboConnectionSettings:
+        """:meth:`from_connection` for an Airflow connection (its ``extra`` as parsed JSON)."""
+        return cls.from_connection(
+            conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra_dejson,
+            overrides=overrides,
+        )
+
+    def headers(self) -> dict[str, str]:
+        """Headers every API call carries, without Authorization (added per request, never logged)."""
+        headers = {"x-vol-tenant": self.tenant_id, "Accept": "application/json"}
+        if self.site_id:
+            headers["x-vol-site"] = self.site_id
+        return headers
+
+
+def _order_id_field(extra: dict[str, Any]) -> OrderIdField:
+    value = extra["order_id_field"]
+    for field in ORDER_ID_FIELDS:
+        if value == field:
+            return field
+    raise ValueError(
+        f"extra 'order_id_field' must be 'orderId' (the default) or 'orderID', got {shown(value)}"
+    )
+
+
+def _bearer_token(value: Any) -> str:
+    """A pre-issued token as it goes into the Authorization header (whether it can is KiboOAuth's rule)."""
+    return str(value).strip()
+
+
+def _fields(exc: ValidationError) -> str:
+    return ", ".join(sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]}))
+
+
+def _resolve_urls(values: dict[str, Any], host: str | None, extra: dict[str, Any]) -> list[str]:
+    """Set base_url, auth_url and allow_insecure_http in ``values``; return the problems found."""
+    problems: list[str] = []
+
+    def check(fn: Any) -> Any:
+        try:
+            return fn()
+        except ValueError as exc:
+            problems.append(str(exc))
+            return None
+
+    if host is not None:
+        values["base_url"] = check(lambda: _origin(host, "host (base URL override)"))
+    elif values.get("tenant_id") and values.get("environment"):
+        sandbox = ".sandbox" if values["environment"] == "sandbox" else ""
+        values["base_url"] = f"https://{values['tenant_id']}-translation{sandbox}.mozu.com"
+
+    auth_url = extra.get("auth_url")
+    explicit = auth_url is not None and not (isinstance(auth_url, str) and not auth_url.strip())
+    if explicit:
+        values["auth_url"] = check(lambda: _url(str(auth_url), "extra 'auth_url'"))
+    elif host is not None and values.get("base_url"):
+        values["auth_url"] = values["base_url"] + OAUTH_PATH
+    else:
+        values["auth_url"] = DEFAULT_AUTH_URL
+
+    # A derived OAuth URL shares the host's origin: checked once, as the host.
+    values["allow_insecure_http"], refused = _plain_http_check(
+        values.get("base_url"), values["auth_url"] if explicit else None, extra.get(INSECURE_HTTP_EXTRA)
+    )
+    return problems + refused
+
+
+# Bounds keep a typo (timeout 3000, max_attempts 100) from turning into an hour-long hang.
+_TUNABLE_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "timeout": (float, 0.1, 600),
+    "max_attempts": (int, 1, 10),
+    "backoff_base": (float, 0, 60),
+    "max_retry_wait": (float, 0, 3600),
+}
+
+
+def _tunable(key: str, value: Any) -> float | int:
+    kind, low, high = _TUNABLE_BOUNDS[key]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number: float | int = kind(value.strip() if isinstance(value, str) else value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, got {shown(value)}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{key} must be from {low:g} to {high:g}, got {number:g}")
+    return number
