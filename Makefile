@@ -31,7 +31,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 # The whole suite: lint, type checks, unit tests, DAG runs inside real Airflow against the emulator, and
-# the documentation site (tests/test_docs.py runs `make docs`, checks its links and looks at it in Chromium).
+# the documentation site (tests/integration/test_docs.py runs `make docs`, checks its links and looks at it in Chromium).
 # Two test files at a time (pytest-xdist; a file's tests stay together, so its module fixtures run once):
 # most of the suite waits on Airflow subprocesses, which two cores serve side by side.
 PYTEST_PARALLEL := -n 2 --dist loadfile
@@ -64,7 +64,7 @@ dist: .venv-build/.installed
 
 # The documentation site (docs/, Sphinx with MyST pages) into docs/_build/html, from its own lock in
 # .venv-docs: warnings are errors (-W, all reported: --keep-going), every cross-reference must resolve (-n),
-# and every page is read afresh (-E). tests/test_docs.py runs it with DOCS_OUT set, checks every internal
+# and every page is read afresh (-E). tests/integration/test_docs.py runs it with DOCS_OUT set, checks every internal
 # link and anchor of the result, and looks at it in Chromium.
 DOCS_OUT ?= docs/_build/html
 

@@ -25,7 +25,7 @@ OUTCOMES = ("canceled", "already_canceled", "failed", "invalid", "not_attempted"
 RETRY_CAUSES = ("429", "5xx", "transport")
 ENDPOINTS = (*(route.name for route in ROUTES), "other")
 
-# Name -> (type, meaning), the list the README documents; tests/test_signals.py checks that every metric a
+# Name -> (type, meaning), the list the README documents; tests/integration/test_signals.py checks that every metric a
 # real Airflow run sends over StatsD is one of these.
 METRICS: dict[str, tuple[str, str]] = {
     **{

@@ -4,7 +4,7 @@
 throw-away data directories, the Kibo emulator, and Airflow's scheduler, DAG processor, triggerer, API
 server and two Celery workers. Each worker runs in its own UTS namespace with a host name of its own, as
 two machines would, so task instances report distinct `hostname`s. Everything is stopped on exit, also
-when starting fails halfway. Used by tests/test_distributed.py (`make test-distributed`).
+when starting fails halfway. Used by tests/integration/test_distributed.py (`make test-distributed`).
 """
 
 from __future__ import annotations
