@@ -25,8 +25,8 @@ OUTCOMES = ("canceled", "already_canceled", "failed", "invalid", "not_attempted"
 RETRY_CAUSES = ("429", "5xx", "transport")
 ENDPOINTS = (*(route.name for route in ROUTES), "other")
 
-# Name -> (type, meaning), the list the README documents; tests/integration/test_signals.py checks that every metric a
-# real Airflow run sends over StatsD is one of these.
+# Name -> (type, meaning), the list the README documents; tests/integration/test_signals.py checks that
+# every metric a real Airflow run sends over StatsD is one of these.
 METRICS: dict[str, tuple[str, str]] = {
     **{
         f"{PREFIX}.cancel.{outcome}": ("counter", f"orders whose cancel ended as {outcome}")
