@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ class AirflowEnv:
                 if end_date:
                     ended = datetime.fromisoformat(end_date)
                     result.ended_at[(task_id, map_index)] = ended.replace(
-                        tzinfo=ended.tzinfo or UTC
+                        tzinfo=ended.tzinfo or timezone.utc
                     ).timestamp()
             for task_id, map_index, key, value in db.execute(
                 "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
