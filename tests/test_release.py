@@ -26,7 +26,9 @@ from devtools.emulator_process import emulator_process
 from tests import user_project
 from tests.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
 
-pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
+pytestmark = (
+    pytest.mark.once
+)  # builds and installs from dev.lock (the main leg's), whichever venv runs pytest
 
 ROOT = Path(__file__).parent.parent
 UV = str(Path(sys.executable).with_name("uv"))
