@@ -127,9 +127,13 @@ matrix:
 
 LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider $(PYTEST_PARALLEL)
 
+# A core leg is two pytest runs (`-m` would deselect CORE_INTEGRATION from the first); the leg's wall time
+# is printed at its end.
 test-airflow-%: .venv-airflow-%/.installed
-	$(LEG_PYTEST) -m "$(call leg-markers,$*)$(if $(filter core,$(call leg-kind,$*)), and $(CORE_MARKERS))"
-	$(if $(filter core,$(call leg-kind,$*)),$(LEG_PYTEST) -m "$(call leg-markers,$*)" $(CORE_INTEGRATION))
+	start=$$(date +%s); \
+	$(LEG_PYTEST) -m "$(call leg-markers,$*)$(if $(filter core,$(call leg-kind,$*)), and $(CORE_MARKERS))" && \
+	$(if $(filter core,$(call leg-kind,$*)),$(LEG_PYTEST) -m "$(call leg-markers,$*)" $(CORE_INTEGRATION) &&) true; \
+	rc=$$?; echo "leg $*: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 # Kept after the run (not an intermediate file to delete): the venv is up to date.
 .PRECIOUS: .venv-airflow-%/.installed
