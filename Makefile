@@ -125,7 +125,9 @@ pythons:
 matrix:
 	@$(foreach leg,$(MAIN_LEG) $(LEGS),echo "$(leg) $(call leg-kind,$(leg))";)
 
-LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider $(PYTEST_PARALLEL)
+# Each leg's temporary files in its venv: other pytest sessions on the machine prune /tmp/pytest-of-$USER.
+LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider --basetemp=.venv-airflow-$*/tmp \
+	$(PYTEST_PARALLEL)
 
 # A core leg is two pytest runs (`-m` would deselect CORE_INTEGRATION from the first); the leg's wall time
 # is printed at its end.
