@@ -76,7 +76,9 @@ def find(version: str) -> tuple[str | None, str]:
     for candidate in candidates(version):
         if runs_as(candidate, version):
             return candidate, ""
-    return None, f"Python {version} not found (not python{version} on PATH, nor under pyenv's root)"
+    root = pyenv_root()
+    where = f"nor {root}/versions/{version}.*/bin/python" if root else "and no pyenv"
+    return None, f"Python {version} not found (no python{version} on PATH that runs, {where})"
 
 
 def main(argv: list[str]) -> int:
@@ -91,9 +93,9 @@ def main(argv: list[str]) -> int:
         if path is None:
             missing.append((version, problem))
         elif check:
-            print(f"Python {version}: {path}")
+            print(f"Python {version}: {path}", flush=True)
         else:
-            print(path)
+            print(path, flush=True)
     for version, problem in missing:
         print(
             f"error: {problem}. The test matrix needs it and skips nothing. Install it with "
