@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ def limit_run(airflow_env: AirflowEnv) -> Iterator[Run]:
 
 def summary_xcom(env: AirflowEnv, dag_id: str, task_id: str) -> Any:
     """XCom key `summary` of the latest run (run_dag reads return_value only)."""
-    with sqlite3.connect(env.home / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(env.home / "airflow.db")) as db:
         row = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'summary' "
             "AND run_id = (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",

@@ -16,6 +16,7 @@ substitutions named here.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import importlib
 import json
 import os
@@ -199,7 +200,7 @@ def fernet_key(env: AirflowEnv) -> str:
 
 
 def latest_xcom(env: AirflowEnv, dag_id: str, task_id: str) -> Any:
-    with sqlite3.connect(env.home / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(env.home / "airflow.db")) as db:
         (value,) = db.execute(
             "SELECT x.value FROM xcom x JOIN dag_run r ON x.dag_id = r.dag_id AND x.run_id = r.run_id "
             "WHERE x.dag_id = ? AND x.task_id = ? AND x.key = 'return_value' ORDER BY r.id DESC LIMIT 1",
@@ -230,7 +231,7 @@ def test_the_cli_connection_to_kibo(readme_airflow: AirflowEnv) -> None:
     block = substitute(snippet("cli-connection-kibo"), {"kibo_default": "kibo_real"})
     env = {**readme_airflow.env, "KIBO_APP_KEY": "app-key-1", "KIBO_SHARED_SECRET": "secret-1"}
     bash(block, env)
-    with sqlite3.connect(readme_airflow.home / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(readme_airflow.home / "airflow.db")) as db:
         row = db.execute(
             "SELECT conn_type, host, login, password, extra FROM connection WHERE conn_id = 'kibo_real'"
         ).fetchone()
@@ -309,7 +310,7 @@ def test_the_asset_snippet_runs(readme_airflow: AirflowEnv, readme_emulator: str
     connection = json.loads(exports(on_emulator(snippet("env-connection-emulator"), readme_emulator))[0])
     result = readme_airflow.run_dag("cancel_unpaid_orders", connections={"kibo_default": connection})
     assert result.state("cancel_orders") == "success", result.output[-3000:]
-    with sqlite3.connect(readme_airflow.home / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(readme_airflow.home / "airflow.db")) as db:
         (extra,) = db.execute(
             "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
             "WHERE a.uri = 'kibo://30294/orders/canceled' ORDER BY e.id DESC LIMIT 1"
