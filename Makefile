@@ -1,18 +1,23 @@
 # Everything a fresh clone needs: `make demo` shows the provider working, `make test` checks it.
 PYTHON ?= python3
+FIND_PYTHON = $(PYTHON) devtools/find_python.py
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install test test-fast lint demo bench dist docs lock clean test-matrix test-older test-distributed
+.PHONY: install test test-fast lint demo bench dist docs lock clean test-matrix test-legs test-older \
+	test-pythons test-distributed pythons matrix
 
 install: $(VENV)/.installed
 
 # A virtual environment from a lock, with the package installed into it (editable, without its
 # dependencies): $(call venv-from-lock,FOLDER,LOCK). Bytecode is compiled now, or every `import airflow`
 # pays for it.
+# $(3), when given, is the Python X.Y to make it with: devtools/find_python.py finds that interpreter (PATH,
+# pyenv, or PYTHONXY=/path) or fails naming it, and the venv is checked to run as X.Y.
 define venv-from-lock
-	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	test -x $(1)/bin/python || $(if $(3),{ py="$$($(FIND_PYTHON) $(3))" && "$$py" -m venv $(1); },$(PYTHON) -m venv $(1))
+	$(if $(3),PYTHON$(subst .,,$(3))=$(1)/bin/python $(FIND_PYTHON) $(3) >/dev/null)
 	$(1)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(1)/bin/uv pip sync --quiet --python $(1)/bin/python --compile-bytecode $(2)
 	$(1)/bin/uv pip install --quiet --python $(1)/bin/python --compile-bytecode --no-deps -e .
@@ -31,13 +36,14 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 # The whole suite: lint, type checks, unit tests, DAG runs inside real Airflow against the emulator, and
-# the documentation site (tests/integration/test_docs.py runs `make docs`, checks its links and looks at it in Chromium).
+# the documentation site (tests/integration/test_docs.py runs `make docs`, checks its links and looks at
+# it in Chromium).
 # Two test files at a time (pytest-xdist; a file's tests stay together, so its module fixtures run once):
 # most of the suite waits on Airflow subprocesses, which two cores serve side by side.
 PYTEST_PARALLEL := -n 2 --dist loadfile
 
 test: lint
-	$(BIN)/pytest $(PYTEST_PARALLEL)
+	KIBO_MATRIX_LEG=$(MAIN_LEG) $(BIN)/pytest $(PYTEST_PARALLEL)
 
 # The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under a
 # minute; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
@@ -64,8 +70,8 @@ dist: .venv-build/.installed
 
 # The documentation site (docs/, Sphinx with MyST pages) into docs/_build/html, from its own lock in
 # .venv-docs: warnings are errors (-W, all reported: --keep-going), every cross-reference must resolve (-n),
-# and every page is read afresh (-E). tests/integration/test_docs.py runs it with DOCS_OUT set, checks every internal
-# link and anchor of the result, and looks at it in Chromium.
+# and every page is read afresh (-E). tests/integration/test_docs.py runs it with DOCS_OUT set, checks every
+# internal link and anchor of the result, and looks at it in Chromium.
 DOCS_OUT ?= docs/_build/html
 
 docs: .venv-docs/.installed
@@ -74,28 +80,81 @@ docs: .venv-docs/.installed
 .venv-docs/.installed: requirements/docs.lock pyproject.toml
 	$(call venv-from-lock,.venv-docs,requirements/docs.lock)
 
-# Re-resolve the pinned dependencies (needs the network); commit the results.
+# Re-resolve the pinned dependencies (needs the network); commit the results. Each matrix leg's lock is
+# resolved for that leg's Python; uv keeps the pins of the lock it rewrites wherever they still resolve.
 lock: install
-	cd requirements && for name in dev distributed docs $(addprefix airflow-,$(MATRIX)); do \
+	cd requirements && for name in dev distributed docs; do \
 	  ../$(BIN)/uv pip compile --quiet --python-version 3.11 $$name.in -o $$name.lock || exit 1; done
+	cd requirements && $(foreach leg,$(LEGS),../$(BIN)/uv pip compile --quiet \
+	  --python-version $(call leg-python,$(leg)) $(call leg-in,$(leg)) -o airflow-$(leg).lock &&) true
 
-# The supported range: the newest Airflow (`make test`) and the older releases below, each in its own
-# virtual environment from its own lock. The browser test and the release checks run on the newest only;
-# the form itself is checked on each through the API server's hook_meta.
-MATRIX := 3.0 3.2
+# The test matrix: every Python the package declares on the newest Airflow, and each older Airflow minor on
+# a Python it supports. A leg is AIRFLOW-pyPYTHON; it runs in .venv-airflow-LEG, made by that Python
+# (found on PATH or under pyenv's root, or PYTHON310=/path/to/python and so on; a missing one fails the
+# run, naming it), from requirements/airflow-LEG.lock (resolved for that Python from dev.in for the newest
+# Airflow, from airflow-AIRFLOW.in for the others). The main leg is `make test` itself (.venv, dev.lock).
+# FULL legs run the whole suite, CORE legs the core subset below (CONTRIBUTING.md says why).
+# tests/integration/test_matrix.py holds README.md's table and pyproject's classifiers to these lines (`make matrix`).
+NEWEST := 3.3
+MAIN_LEG := $(NEWEST)-py3.11
+FULL_LEGS := $(NEWEST)-py3.13 3.0-py3.10
+CORE_LEGS := $(NEWEST)-py3.10 $(NEWEST)-py3.12 3.1-py3.11 3.2-py3.11
+LEGS := $(FULL_LEGS) $(CORE_LEGS)
 
-test-matrix: test test-older
+leg-airflow = $(firstword $(subst -py, ,$(1)))
+leg-python = $(lastword $(subst -py, ,$(1)))
+leg-in = $(if $(filter $(NEWEST),$(call leg-airflow,$(1))),dev.in,airflow-$(call leg-airflow,$(1)).in)
+leg-kind = $(if $(filter $(1),$(MAIN_LEG) $(FULL_LEGS)),full,core)
 
-test-older: $(addprefix test-airflow-,$(MATRIX))
+# What every leg but the main one leaves out: the distributed test (`make test-distributed`) and the
+# `once` tests (the docs build, the release checks, `make demo`: they build from their own venvs or from
+# dev.lock, whichever venv runs pytest). Legs on an older Airflow leave out `newest_only` too.
+leg-markers = not distributed and not once$(if $(filter $(NEWEST),$(call leg-airflow,$(1))),, and not newest_only)
 
+# The core subset: every test not marked `integration` (tests/unit, in process: the connection rules, the
+# hook's wire format and fault handling against the emulator, both operators' contracts in in-process DAG
+# runs (Jinja, mapping, XCom, retries), the durable ledger), then these integration tests: the examples run
+# end to end with `airflow dags test`, the provider as `airflow providers` lists it, its connection form as
+# the API server shows it, and the leg's own versions against the matrix.
+CORE_MARKERS := not integration
+CORE_INTEGRATION := tests/integration/test_example_dags.py tests/integration/test_provider_cli.py \
+	tests/integration/test_ui.py tests/integration/test_matrix.py
+
+test-matrix: pythons test test-legs
+
+# Every leg but the main one; the older Airflow releases; the newest Airflow on the other Pythons.
+test-legs: $(addprefix test-airflow-,$(LEGS))
+test-older: $(addprefix test-airflow-,$(filter-out $(NEWEST)-%,$(LEGS)))
+test-pythons: $(addprefix test-airflow-,$(filter $(NEWEST)-%,$(LEGS)))
+
+# Every interpreter the legs need, found or named (all of them at once, before anything runs).
+pythons:
+	$(FIND_PYTHON) --check $(sort $(foreach leg,$(LEGS),$(call leg-python,$(leg))))
+
+# One line per leg, main leg first: LEG full|core (tests/integration/test_matrix.py reads it).
+matrix:
+	@$(foreach leg,$(MAIN_LEG) $(LEGS),echo "$(leg) $(call leg-kind,$(leg))";)
+
+# Each leg's temporary files in its venv: other pytest sessions on the machine prune /tmp/pytest-of-$USER.
+LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider --basetemp=.venv-airflow-$*/tmp \
+	$(PYTEST_PARALLEL)
+
+# A core leg is two pytest runs (`-m` would deselect CORE_INTEGRATION from the first); the leg's wall time
+# is printed at its end.
 test-airflow-%: .venv-airflow-%/.installed
-	.venv-airflow-$*/bin/pytest -p no:cacheprovider -m "not newest_only and not distributed" $(PYTEST_PARALLEL)
+	start=$$(date +%s); \
+	$(LEG_PYTEST) -m "$(call leg-markers,$*)$(if $(filter core,$(call leg-kind,$*)), and $(CORE_MARKERS))" && \
+	$(if $(filter core,$(call leg-kind,$*)),$(LEG_PYTEST) -m "$(call leg-markers,$*)" $(CORE_INTEGRATION) &&) true; \
+	rc=$$?; echo "leg $*: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
+# Kept after the run (not an intermediate file to delete): the venv is up to date.
+.PRECIOUS: .venv-airflow-%/.installed
 .venv-airflow-%/.installed: requirements/airflow-%.lock pyproject.toml
-	$(call venv-from-lock,.venv-airflow-$*,requirements/airflow-$*.lock)
+	$(call venv-from-lock,.venv-airflow-$*,requirements/airflow-$*.lock,$(call leg-python,$*))
 
 # Production-shaped Airflow: CeleryExecutor with two workers, PostgreSQL, Redis and a triggerer, all on
-# 127.0.0.1 (tests/integration/test_distributed.py; installs postgresql and redis-server with apt-get when missing).
+# 127.0.0.1 (tests/integration/test_distributed.py; installs postgresql and redis-server with apt-get when
+# missing).
 # Its own venv from its own lock (dev.lock plus Celery and psycopg2), so `make test` stays as it is.
 test-distributed: .venv-distributed/.installed
 	# A basetemp of its own: other pytest sessions on the machine prune /tmp/pytest-of-$$USER while this runs.

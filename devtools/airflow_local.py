@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ class AirflowEnv:
             self.airflow("dags", "reserialize")
             proc = self.airflow(*args, env=env, check=False)
         result = DagRunResult(proc.returncode, proc.stdout + proc.stderr)
-        with sqlite3.connect(self.home / "airflow.db") as db:
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             row = db.execute(
                 "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
             ).fetchone()
@@ -116,7 +116,7 @@ class AirflowEnv:
                 if end_date:
                     ended = datetime.fromisoformat(end_date)
                     result.ended_at[(task_id, map_index)] = ended.replace(
-                        tzinfo=ended.tzinfo or UTC
+                        tzinfo=ended.tzinfo or timezone.utc
                     ).timestamp()
             for task_id, map_index, key, value in db.execute(
                 "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ?",
@@ -182,16 +182,17 @@ class AirflowStack:
             }
             for name in self.components:
                 args = commands[name]
-                log = (self.airflow_env.home / f"{name}.log").open("wb")
-                self.processes.append(
-                    subprocess.Popen(
-                        [self.airflow_env.airflow_bin, *args],
-                        env=self.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
+                # The process writes to its own copy of the descriptor: this one is closed at once.
+                with (self.airflow_env.home / f"{name}.log").open("wb") as log:
+                    self.processes.append(
+                        subprocess.Popen(
+                            [self.airflow_env.airflow_bin, *args],
+                            env=self.env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
                     )
-                )
             self._wait_healthy()
             token = self.session.get(f"{self.url}/auth/token", timeout=10).json()["access_token"]
             self.session.headers["Authorization"] = f"Bearer {token}"

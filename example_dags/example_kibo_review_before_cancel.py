@@ -38,7 +38,12 @@ HAS_HITL = Version(Version(AIRFLOW_VERSION).base_version) >= Version("3.1")
 
 if HAS_HITL:
     from airflow.providers.standard.operators.hitl import ApprovalOperator
-    from airflow.sdk.exceptions import AirflowSkipException
+
+    # AirflowSkipException is in the task SDK from Airflow 3.2; 3.1 has it in airflow.exceptions only.
+    if Version(Version(AIRFLOW_VERSION).base_version) >= Version("3.2"):
+        from airflow.sdk.exceptions import AirflowSkipException
+    else:
+        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef,attr-defined,unused-ignore]
 
     @task
     def find_orders_to_cancel() -> list[int]:

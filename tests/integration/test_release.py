@@ -27,7 +27,9 @@ from tests import user_project
 from tests.integration.test_readme import DOCS, bash, latest_xcom, on_emulator, snippet, substitute
 from tests.support import debian_chromium
 
-pytestmark = pytest.mark.newest_only  # builds from, and installs, the newest Airflow's lock
+pytestmark = (
+    pytest.mark.once
+)  # builds and installs from dev.lock (the main leg's), whichever venv runs pytest
 
 ROOT = Path(__file__).parents[2]
 UV = str(Path(sys.executable).with_name("uv"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ class Sweep:
         logs = [path for path in (self.home / "logs").rglob("*") if path.is_file()]
         for path in [*logs, *self.home.glob("*.log")]:
             yield f"log {path.relative_to(self.home)}", path.read_text(errors="replace")
-        with sqlite3.connect(self.home / "airflow.db") as db:
+        with closing(sqlite3.connect(self.home / "airflow.db")) as db:
             for task_id, key, value in db.execute(
                 "SELECT task_id, key, value FROM xcom WHERE dag_id = ?", (DAG_ID,)
             ):
@@ -107,7 +107,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
         airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
         run = airflow.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
         airflow.wait_for_run(DAG_ID, run["dag_run_id"], timeout=400)
-        with sqlite3.connect(airflow_env.home / "airflow.db") as db:
+        with closing(sqlite3.connect(airflow_env.home / "airflow.db")) as db:
             rows = db.execute(
                 "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
                 (DAG_ID, run["dag_run_id"]),

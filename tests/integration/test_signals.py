@@ -6,6 +6,7 @@ opens on 127.0.0.1 as Airflow's StatsD host. Runs on every supported Airflow (3.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -67,7 +68,7 @@ class SignalsRun:
 
 def asset_events(home: Path, dag_id: str) -> list[dict[str, Any]]:
     """The asset events a DAG's latest run recorded, with their asset's URI, from the SQLite database."""
-    with sqlite3.connect(home / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
         (run_id,) = db.execute(
             "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
         ).fetchone()

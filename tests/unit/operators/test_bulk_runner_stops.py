@@ -115,7 +115,7 @@ def test_the_circuit_open_error_is_not_a_send(emulator: KiboEmulator, connect: C
 
 def test_expired_date_math_sanity() -> None:
     # formatdate in the past and the future round-trips through retry_after_seconds (guards a tz slip).
-    now = dt.datetime.now(dt.UTC).timestamp()
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
     assert retry_after_seconds(formatdate(now + 30, usegmt=True)) == pytest.approx(30, abs=2)
 
 
