@@ -27,6 +27,7 @@ from airflow_provider_kibo_cancel.emulator.record import (
     Redactor,
     warn_if_exposed,
 )
+from airflow_provider_kibo_cancel.emulator.tenant_limit import TenantLimit
 
 Endpoint = Literal["oauth", "cancel", "get_order"]
 FaultKind = Literal[
@@ -159,6 +160,8 @@ class KiboEmulator:
         latency: float = 0.0,
         max_recorded: int = RECORD_LIMIT,
         order_id_field: str = "orderId",
+        tenant_requests_per_second: float | None = None,
+        tenant_retry_after: float = 60.0,
     ) -> None:
         self.tenants = set(tenants)
         # The cancel body's order id key this tenant expects: the specification's orderId, or orderID
@@ -174,6 +177,8 @@ class KiboEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._scheme = "http"
         self._thread: threading.Thread | None = None
+        # Kibo's limit counts every client of the tenant together (see tenant_limit.py).
+        self.tenant_limit = TenantLimit(tenant_requests_per_second, tenant_retry_after)
 
     # --- orders -------------------------------------------------------------------------------------
 
@@ -443,6 +448,13 @@ class KiboEmulator:
         if method == "POST" and name == "faults" and isinstance(body, dict):
             self.inject(**body)
             return 200, {}
+        if name == "tenant_limit" and (method == "GET" or isinstance(body, dict)):
+            if method == "POST":
+                rate, retry_after = body.get("requests_per_second"), body.get("retry_after")
+                self.tenant_limit.configure(
+                    None if rate is None else float(rate), None if retry_after is None else float(retry_after)
+                )
+            return 200, self.tenant_limit.snapshot()
         if method == "POST" and name == "latency" and isinstance(body, dict):
             self.latency = float(body["seconds"])
             return 200, {}
