@@ -323,6 +323,9 @@ class KiboConnectionSettings(BaseModel):
     max_retry_wait: float = 120.0
     allow_insecure_http: bool = False
     order_id_field: OrderIdField = DEFAULT_ORDER_ID_FIELD
+    # The tenant budget (issue 24; hooks/tenant_budget.py): a shared cap and the Redis connection holding it.
+    tenant_requests_per_second: float | None = None
+    rate_limit_conn_id: str | None = None
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -383,6 +386,12 @@ class KiboConnectionSettings(BaseModel):
             values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
 
         problems += _resolve_urls(values, host if not blank(host) else None, extra)
+
+        from airflow_provider_kibo_cancel.hooks.tenant_budget import budget_settings
+
+        budget_values, budget_problems = budget_settings(extra)  # tenant budget extras (issue 24)
+        values.update(budget_values)
+        problems += budget_problems
 
         login_given, password_given = not blank(login), not blank(password)
         token_given = not blank(extra.get("access_token"))

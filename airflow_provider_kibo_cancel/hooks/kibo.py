@@ -37,6 +37,7 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     order_from,
 )
 from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.tenant_budget import budget_for
 from airflow_provider_kibo_cancel.hooks.transport import stoppable_adapter
 from airflow_provider_kibo_cancel.models import (
     CANCEL_PATH,
@@ -197,6 +198,7 @@ class KiboHook(BaseHook):
             backoff_base=settings.backoff_base,
             max_retry_wait=limit,
             longest_sleep=limit if self._max_sleep is None else min(limit, self._max_sleep),
+            budget=budget_for(settings, self.log, self.get_connection),  # the tenant's (issue 24)
         )
 
     @property
