@@ -30,6 +30,8 @@ class TenantLimit:
         self.rejected = 0
         #: Times a call beyond the limit started a block (each one costs every client a Retry-After).
         self.episodes = 0
+        #: When the last block began (epoch seconds, as the record's ``received_at``); 0: none yet.
+        self.last_block_started = 0.0
 
     def configure(self, requests_per_second: float | None, retry_after: float | None = None) -> None:
         """Set (or, with None, lift) the limit; the counters and any block start afresh."""
@@ -59,6 +61,7 @@ class TenantLimit:
                 self._blocked_until = now + self.retry_after
                 self.rejected += 1
                 self.episodes += 1
+                self.last_block_started = time.time()
                 return str(max(1, round(self.retry_after)))
             self._accepted.append(now)
             self.accepted += 1
