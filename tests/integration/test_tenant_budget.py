@@ -268,3 +268,38 @@ def test_redis_stopped_mid_run_finishes_at_per_task_limits_with_one_warning(
 def _last_rejection(emu: KiboEmulator) -> float:
     """When the last 429 episode began (epoch seconds), from the record: a 429 leaves no order change."""
     return emu.tenant_limit.last_block_started
+
+
+def test_a_deferrable_cancel_that_finds_the_tenant_paused_defers_without_sending(
+    tenant: KiboEmulator, store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another task met Retry-After: 3600: this one sends neither OAuth nor cancel, and defers at once."""
+    from airflow_provider_kibo_cancel._compat import TaskDeferred
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+
+    tenant.tenant_limit.configure(None)
+    tenant.inject("status", status=429, retry_after="3600", order_id=1)
+    extra = {"rate_limit_conn_id": "kibo_redis"}
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(tenant, **extra)))
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_REDIS", redis_url)
+    first = CancelOrderOperator(
+        task_id="first", order_id=1, disposition_reason="created_by_mistake", deferrable=True
+    )
+    with pytest.raises(TaskDeferred):
+        first.execute({})
+    sent = len(tenant.requests)
+    other = CancelOrderOperator(
+        task_id="other", order_id=2, disposition_reason="created_by_mistake", deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        other.execute({})
+    assert len(tenant.requests) == sent  # no OAuth, no cancel
+    resume_at = deferred.value.trigger.serialize()[1]["resume_at"]
+    assert 3500 < resume_at - time.time() <= 3600
+    # Not deferrable: it stops at once, also without a request.
+    blocked = CancelOrderOperator(
+        task_id="blocked", order_id=3, disposition_reason="created_by_mistake", deferrable=False
+    )
+    with pytest.raises(Exception, match=r"3600|Retry-After"):
+        blocked.execute({})
+    assert len(tenant.requests) == sent
