@@ -7,7 +7,7 @@ after each answer (``rate_limited`` on a 429, ``succeeded`` otherwise):
 - :class:`LocalTenantBudget` holds it within one hook (one task instance): the connection extra
   ``tenant_requests_per_second`` caps the hook's rate, a 429 lowers the rate it sends at, successes
   raise it again slowly. The 429 pause itself is the hook's :class:`~.policy.Gate`'s.
-- :class:`~.redis_budget.RedisTenantBudget` (connection extra ``rate_limit_conn_id``) holds the pause,
+- ``RedisTenantBudget`` (``hooks/redis_budget.py``; connection extra ``rate_limit_conn_id``) holds the pause,
   the budget and the learned rate in Redis, shared by every task and worker; it falls back to a
   :class:`LocalTenantBudget` while Redis cannot be reached.
 
