@@ -158,7 +158,8 @@ test-airflow-%: .venv-airflow-%/.installed
 # Its own venv from its own lock (dev.lock plus Celery and psycopg2), so `make test` stays as it is.
 test-distributed: .venv-distributed/.installed
 	# A basetemp of its own: other pytest sessions on the machine prune /tmp/pytest-of-$$USER while this runs.
-	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed tests/integration/test_distributed.py
+	.venv-distributed/bin/pytest -p no:cacheprovider -s --basetemp=.pytest-distributed -m distributed \
+	  tests/integration/test_distributed.py tests/integration/test_tenant_budget_distributed.py
 
 .venv-distributed/.installed: requirements/distributed.lock pyproject.toml
 	$(call venv-from-lock,.venv-distributed,requirements/distributed.lock)

@@ -5,6 +5,7 @@ Validation runs before any network call and collects every problem, so one faile
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
@@ -154,6 +155,9 @@ class KiboConnectionSettings(BaseModel):
     max_retry_wait: float = 120.0
     allow_insecure_http: bool = False
     order_id_field: OrderIdField = DEFAULT_ORDER_ID_FIELD
+    # The tenant budget (hooks/tenant_budget.py): a shared cap and the Redis connection holding it.
+    tenant_requests_per_second: float | None = None
+    rate_limit_conn_id: str | None = None
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -214,6 +218,10 @@ class KiboConnectionSettings(BaseModel):
             values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
 
         problems += _resolve_urls(values, host if not blank(host) else None, extra)
+
+        budget_values, budget_problems = budget_settings(extra)
+        values.update(budget_values)
+        problems += budget_problems
 
         login_given, password_given = not blank(login), not blank(password)
         token_given = not blank(extra.get("access_token"))
@@ -346,3 +354,34 @@ def _tunable(key: str, value: Any) -> float | int:
     if not low <= number <= high:
         raise ValueError(f"{key} must be from {low:g} to {high:g}, got {number:g}")
     return number
+
+
+def budget_settings(extra: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The extras ``tenant_requests_per_second`` and ``rate_limit_conn_id`` as settings values, and the
+    problems found (read by :meth:`KiboConnectionSettings.from_connection`; the budget itself is
+    :mod:`airflow_provider_kibo_cancel.hooks.tenant_budget`'s)."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    rate = extra.get("tenant_requests_per_second")
+    if rate is not None and not (isinstance(rate, str) and not rate.strip()):
+        try:
+            number = float(rate) if not isinstance(rate, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (number > 0 and math.isfinite(number)):
+            problems.append(
+                "extra 'tenant_requests_per_second' must be a number of requests per second > 0, "
+                f"got {str(rate)[:40]!r}"
+            )
+        else:
+            values["tenant_requests_per_second"] = number
+    conn_id = extra.get("rate_limit_conn_id")
+    if conn_id is not None and not (isinstance(conn_id, str) and not conn_id.strip()):
+        if not isinstance(conn_id, str) or not conn_id.strip().replace("_", "").replace("-", "").isalnum():
+            problems.append(
+                "extra 'rate_limit_conn_id' must be the id of an Airflow connection to Redis "
+                f"(letters, digits, '_' and '-'), got {str(conn_id)[:40]!r}"
+            )
+        else:
+            values["rate_limit_conn_id"] = conn_id.strip()
+    return values, problems

@@ -50,6 +50,20 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "default) or orderID (as Kibo's own pages spell it). Change it only if Kibo answers 400 naming it.",
         "schema": {"type": ["string", "null"], "enum": ["orderId", "orderID"], "default": "orderId"},
     },
+    # The tenant budget (docs/rate-limits.md): one pause, budget and learned rate per tenant.
+    "tenant_requests_per_second": {
+        "label": "Tenant requests per second",
+        "description": "Optional: the most requests per second this deployment sends to the tenant, every "
+        "task and worker together (shared through the Redis connection below; per task without it). "
+        "Empty: no cap; the rate is learned from Kibo's 429s.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
+    "rate_limit_conn_id": {
+        "label": "Rate limit Redis connection",
+        "description": "Optional: the id of an Airflow connection to Redis (redis:// or rediss://) that "
+        "holds the tenant's shared 429 pause, budget and learned rate. Needs the [redis] extra.",
+        "schema": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_-]*$"},
+    },
     "auth_url": {
         "label": "OAuth URL override",
         "description": "Optional. Default: Kibo's home.mozu.com OAuth endpoint, or "
@@ -72,6 +86,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "tenant_id": "30294",
         "site_id": "50525",
         "timeout": "30",
+        "tenant_requests_per_second": "e.g. 40; empty = learn the limit",
+        "rate_limit_conn_id": "e.g. kibo_redis",
     },
 }
 

@@ -94,6 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token-ttl", type=float, default=3600.0, metavar="SECONDS", help="access token lifetime"
     )
+    parser.add_argument(
+        "--tenant-limit",
+        type=float,
+        default=None,
+        metavar="REQUESTS_PER_SECOND",
+        help="tenant-wide limit: calls per second across all clients beyond which Kibo answers 429 "
+        "(default: no limit)",
+    )
+    parser.add_argument(
+        "--tenant-retry-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="Retry-After of the tenant limit's 429; the tenant stays blocked that long",
+    )
     return parser
 
 
@@ -145,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         clients={args.client_id: args.client_secret},
         token_ttl=args.token_ttl,
         latency=args.latency,
+        tenant_requests_per_second=args.tenant_limit,
+        tenant_retry_after=args.tenant_retry_after,
     )
     emulator.add_orders(args.open)
     emulator.add_orders(args.canceled, status="CANCELED")

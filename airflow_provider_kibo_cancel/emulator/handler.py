@@ -102,6 +102,9 @@ class KiboRequestHandler(BaseHTTPRequestHandler):
         if endpoint == "cancel" and isinstance(body, dict):
             given = body.get(emulator.order_id_field, body.get("orderId"))
             order_id = given if isinstance(given, int) else None
+        if (tenant_retry_after := emulator.tenant_limit.admit(endpoint)) is not None:
+            self._reply(429, None, raw=b"", extra_headers={"Retry-After": tenant_retry_after})
+            return
         fault = emulator._take_fault(endpoint, order_id)
         if fault is not None and self._reply_fault_before(fault):
             return

@@ -29,6 +29,7 @@ from airflow_provider_kibo_cancel.emulator.record import (
     Redactor,
     warn_if_exposed,
 )
+from airflow_provider_kibo_cancel.emulator.tenant_limit import TenantLimit
 
 # Not 8080: that is the Airflow API server's default, and both often run on one machine.
 DEFAULT_PORT = 8090
@@ -71,6 +72,8 @@ class KiboEmulator:
         latency: float = 0.0,
         max_recorded: int = RECORD_LIMIT,
         order_id_field: str = "orderId",
+        tenant_requests_per_second: float | None = None,
+        tenant_retry_after: float = 60.0,
     ) -> None:
         self.tenants = set(tenants)
         # The cancel body's order id key this tenant expects: the specification's orderId, or orderID
@@ -86,6 +89,8 @@ class KiboEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._scheme = "http"
         self._thread: threading.Thread | None = None
+        # Kibo's limit counts every client of the tenant together (see tenant_limit.py).
+        self.tenant_limit = TenantLimit(tenant_requests_per_second, tenant_retry_after)
 
     # --- orders -------------------------------------------------------------------------------------
 
@@ -347,6 +352,13 @@ class KiboEmulator:
         if method == "POST" and name == "faults" and isinstance(body, dict):
             self.inject(**body)
             return 200, {}
+        if name == "tenant_limit" and (method == "GET" or isinstance(body, dict)):
+            if method == "POST":
+                rate, retry_after = body.get("requests_per_second"), body.get("retry_after")
+                self.tenant_limit.configure(
+                    None if rate is None else float(rate), None if retry_after is None else float(retry_after)
+                )
+            return 200, self.tenant_limit.snapshot()
         if method == "POST" and name == "latency" and isinstance(body, dict):
             self.latency = float(body["seconds"])
             return 200, {}

@@ -36,6 +36,7 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     order_from,
 )
 from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.tenant_budget import budget_for
 from airflow_provider_kibo_cancel.hooks.transport import new_session, prepared_template, stoppable_adapter
 from airflow_provider_kibo_cancel.provider_info import (
     CONN_TYPE,
@@ -161,6 +162,7 @@ class KiboHook(BaseHook):
             backoff_base=settings.backoff_base,
             max_retry_wait=limit,
             longest_sleep=limit if self._max_sleep is None else min(limit, self._max_sleep),
+            budget=budget_for(settings, self.log, self.get_connection),  # the tenant's (issue 24)
         )
 
     @property

@@ -40,6 +40,7 @@ from airflow_provider_kibo_cancel.hooks.policy import (
     classify,
     retry_after_seconds,
 )
+from airflow_provider_kibo_cancel.hooks.tenant_budget import TenantBudget
 from airflow_provider_kibo_cancel.hooks.transport import stopped_while_connecting
 
 
@@ -57,6 +58,8 @@ class RetryLimits:
     backoff_base: float
     max_retry_wait: float
     longest_sleep: float  # the longest Retry-After slept through; a longer one fails the call at once
+    #: The tenant's budget (shared pause, rate, learning; hooks/tenant_budget.py); None: the Gate alone.
+    budget: TenantBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -191,13 +194,16 @@ class RetryPolicy:
             while True:
                 if record.attempts and not probe and breaker.is_open:
                     raise self._circuit_open_error(breaker, what, for_order, order_id, record)
-                rate_probe, response, failure = self._attempt(send, limits, what, for_order, order_id, record)
+                rate_probe, response, failure = self._attempt(
+                    send, limits, what, for_order, order_id, record, route=route
+                )
                 try:
                     record, decision = self._judge(response, failure, record, attempts, limits)
                     problem = _problem(response, failure)
                     _tell_breaker(breaker, response, failure, decision, f"{what}: {problem}", started)
                     if decision.pause_all or decision.long_pause is not None:
                         self.gate.pause(decision.long_pause or decision.delay)
+                    _tell_budget(limits.budget, response, decision, route)
                 finally:
                     # After the pause is set: the threads waiting for the probe must see it.
                     if rate_probe:
@@ -243,12 +249,14 @@ class RetryPolicy:
         for_order: str,
         order_id: int | None,
         record: CallRecord,
+        *,
+        route: str = "",
     ) -> tuple[bool, requests.Response | None, TransportFailure | None]:
         """
         One attempt after its turn at the gate: whether it is the probe after a 429 pause (the caller
         then ends the probe), and Kibo's answer or what the transport failure means.
         """
-        rate_probe = self._wait_for_turn(limits.longest_sleep, what, for_order, order_id, record)
+        rate_probe = self._wait_for_turn(limits, what, for_order, order_id, record, route=route)
         try:
             return rate_probe, send(), None
         except requests.RequestException as exc:
@@ -315,14 +323,38 @@ class RetryPolicy:
         )
 
     def _wait_for_turn(
-        self, longest_sleep: float, what: str, for_order: str, order_id: int | None, record: CallRecord
+        self,
+        limits: RetryLimits,
+        what: str,
+        for_order: str,
+        order_id: int | None,
+        record: CallRecord,
+        *,
+        route: str = "",
     ) -> bool:
         """
-        Wait out a 429 pause and the rate cap; refuse when Kibo asked for more than max_retry_wait.
-        True when this request is the probe after a 429 pause.
+        Wait out a 429 pause, the rate cap and the tenant's budget; refuse when Kibo asked for more than
+        max_retry_wait. True when this request is the probe after a 429 pause.
         """
+        longest_sleep = limits.longest_sleep
         try:
-            return self.gate.wait(max_pause=longest_sleep)
+            while True:
+                probe = self.gate.wait(max_pause=longest_sleep)
+                if limits.budget is None:
+                    return probe
+                try:
+                    paused = self._take_budget(limits.budget, counted=route != "oauth")
+                except BaseException:
+                    if probe:
+                        self.gate.end_probe(rate_limited=False)
+                    raise
+                if not paused:
+                    return probe
+                # The tenant is paused (another task met a 429): so is every thread of this hook, and
+                # a pause longer than this task may sleep is refused as if this task had met it.
+                if probe:
+                    self.gate.end_probe(rate_limited=True)
+                self.gate.pause(paused)
         except PausedTooLong as too_long:
             remaining = too_long.remaining
             raise KiboRateLimitWaitError(
@@ -335,6 +367,29 @@ class RetryPolicy:
                 sent=record.sent,
                 may_have_applied=record.may_have_applied,
             ) from None
+
+    def _take_budget(self, budget: TenantBudget, *, counted: bool) -> float:
+        """A slot of the tenant's budget, slept up to; or the seconds the tenant stays paused."""
+        paused, wait = budget.acquire(counted=counted)
+        if paused > 0:
+            return paused
+        if wait > 0:
+            self.gate.sleep(wait)
+            # A 429 (here or in another task) while this thread waited for its slot: wait that pause out.
+            return max(budget.paused_for(), self.gate.paused_for())
+        return 0.0
+
+
+def _tell_budget(
+    budget: TenantBudget | None, response: requests.Response | None, decision: Decision, route: str
+) -> None:
+    """The tenant's budget learns from each answer: a 429 pauses every task and cuts the rate."""
+    if budget is None or response is None:
+        return
+    if response.status_code == 429:
+        budget.rate_limited(decision.long_pause or decision.delay or MIN_RETRY_WAIT)
+    elif response.status_code < 500 and route != "oauth":
+        budget.succeeded()
 
 
 def _problem(response: requests.Response | None, failure: TransportFailure | None) -> str:

@@ -63,6 +63,8 @@ def test_hook_meta_shows_the_kibo_form(api_server: AirflowStack) -> None:
         "timeout",
         "access_token",
         "order_id_field",
+        "tenant_requests_per_second",
+        "rate_limit_conn_id",
         "auth_url",
     ]
     assert extra["tenant_id"]["schema"]["title"] == "Tenant ID"

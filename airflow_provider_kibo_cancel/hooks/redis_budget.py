@@ -1,0 +1,310 @@
+"""The tenant budget in Redis, shared by every task and worker (connection extra ``rate_limit_conn_id``).
+
+Every operation is one Lua script (atomic on the server, timed by the server's clock, so workers' clocks
+do not matter). Keys, all under ``kibo_cancel:{<tenant>:<environment>}:`` (the braces keep them in one
+Redis Cluster slot) and all expiring; none holds a secret:
+
+- ``pause``: present while the tenant is paused after a 429; expires when Retry-After has passed.
+- ``tat``: the GCRA's theoretical arrival time (ms): the next free slot of the shared budget.
+- ``learned``: a hash ``rate``, ``step``, ``last`` (the learned rate, its additive step, the time of the
+  last increase); kept :data:`~.tenant_budget.LEARNED_TTL` after its last change.
+- ``sent``: a sorted set of the last second's counted requests, ``seq`` its member counter: the rate
+  being sent, for the multiplicative decrease.
+
+While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget` (seeded with the
+last rate Redis gave), said once in the log; Redis is tried again every :data:`RETRY_STORE_AFTER` s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from airflow_provider_kibo_cancel.hooks.tenant_budget import (
+    DECREASE_FACTOR,
+    INCREASE_PER_MINUTE,
+    LEARNED_TTL,
+    MIN_RATE,
+    MIN_SAMPLES,
+    SENT_WINDOW,
+    LocalTenantBudget,
+)
+
+#: Seconds on the per-task budget after a Redis failure before Redis is tried again.
+RETRY_STORE_AFTER = 30.0
+#: Seconds one Redis command may take: a store that hangs must not hold a cancel up for long.
+STORE_TIMEOUT = 1.0
+KEY_PREFIX = "kibo_cancel"
+
+# ARGV: cap (0: none), counted (0/1), sent window (ms). Returns {paused_ms, wait_ms, rate_milli, learned}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then return {paused, 0, 0, 0} end
+if ARGV[2] == '0' then return {0, 0, 0, 0} end
+local seq = redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], 10000)
+redis.call('ZADD', KEYS[4], now, seq)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[4], 10000)
+local cap = tonumber(ARGV[1])
+local learned = tonumber(redis.call('HGET', KEYS[3], 'rate'))
+local rate = learned
+if cap > 0 and (rate == nil or rate > cap) then rate = cap end
+if rate == nil then return {0, 0, 0, 0} end
+local interval = 1000 / rate
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+local slot = math.max(tat, now)
+local ttl = math.ceil(slot - now + interval) + 1000
+redis.call('SET', KEYS[2], string.format('%.3f', slot + interval), 'PX', ttl)
+return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0}
+"""
+
+# ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction.
+# Returns {cut (0/1), rate_milli}: the rate is cut once per pause (the first 429 of an episode).
+_RATE_LIMITED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local pause = tonumber(ARGV[1])
+local current = redis.call('PTTL', KEYS[1])
+if current >= pause then return {0, 0} end
+redis.call('SET', KEYS[1], '1', 'PX', math.max(1, math.ceil(pause)))
+if current > 0 then return {0, 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+local sent = redis.call('ZCARD', KEYS[4])
+if sent < tonumber(ARGV[5]) then return {0, 0} end
+local cap = tonumber(ARGV[2])
+local rate = tonumber(redis.call('HGET', KEYS[3], 'rate'))
+if cap > 0 and (rate == nil or rate > cap) then rate = cap end
+local sending = sent * 1000 / tonumber(ARGV[6])
+if rate ~= nil and rate < sending then sending = rate end
+local new = math.max(tonumber(ARGV[4]), sending * tonumber(ARGV[3]))
+local step = math.max(new * tonumber(ARGV[8]), 0.01)
+redis.call('HSET', KEYS[3], 'rate', string.format('%.4f', new), 'step', string.format('%.5f', step),
+    'last', string.format('%.3f', now + pause))
+redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
+return {1, math.floor(new * 1000)}
+"""
+
+# ARGV: cap (0: none), ttl (ms). Additive increase: step per minute of successful sending (at most one
+# second counted per call, so idle time does not count). Returns the rate (milli) or 0 when none.
+_SUCCEEDED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
+if rate == nil then return 0 end
+local step = tonumber(redis.call('HGET', KEYS[1], 'step')) or 0.01
+local last = tonumber(redis.call('HGET', KEYS[1], 'last')) or now
+local seconds = math.min(math.max(now - last, 0), 1000) / 1000
+if seconds <= 0 then return math.floor(rate * 1000) end
+rate = rate + step * seconds / 60
+local cap = tonumber(ARGV[1])
+if cap > 0 and rate > cap then rate = cap end
+redis.call('HSET', KEYS[1], 'rate', string.format('%.4f', rate), 'last', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return math.floor(rate * 1000)
+"""
+
+_CLIENTS: dict[tuple[Any, ...], redis.Redis] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def keys(tenant_id: str, environment: str) -> dict[str, str]:
+    """The budget's keys for one tenant and environment."""
+    base = f"{KEY_PREFIX}:{{{tenant_id}:{environment}}}:"
+    return {name: base + name for name in ("pause", "tat", "learned", "sent", "seq")}
+
+
+def client_for(conn: Any) -> redis.Redis:
+    """One client (and connection pool) per Redis server and database in this process."""
+    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    tls = (conn.conn_type or "").lower() == "rediss" or str(extra.get("ssl", "")).lower() in ("true", "1")
+    schema = (conn.schema or "").strip().lstrip("/")
+    db = int(schema) if schema.isdigit() else int(extra.get("db", 0) or 0)
+    key = (conn.host or "127.0.0.1", int(conn.port or 6379), db, conn.login or None, conn.password, tls)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = redis.Redis(
+                host=key[0],
+                port=key[1],
+                db=db,
+                username=key[3],
+                password=conn.password or None,
+                ssl=tls,
+                socket_timeout=STORE_TIMEOUT,
+                socket_connect_timeout=STORE_TIMEOUT,
+                # One try: a store that is down costs each call one refused connection, not a backoff.
+                retry=Retry(NoBackoff(), 0),
+            )
+        return client
+
+
+class RedisTenantBudget:
+    """The tenant's pause, budget and learned rate in Redis; the per-task budget while Redis is down."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        tenant_id: str,
+        environment: str,
+        cap: float | None,
+        log: Any,
+        store: str = "Redis",
+    ) -> None:
+        self._client = client
+        self._keys = keys(tenant_id, environment)
+        self._cap = cap
+        self._log = log
+        self._store = store  # host:port/db for the log; never the password
+        self._lock = threading.Lock()
+        self._down_until = 0.0 if client is not None else float("inf")
+        self._warned = False
+        self._learned = False  # the last acquire saw a learned rate: successes may raise it
+        self._last_rate: float | None = None
+        self._fallback: LocalTenantBudget | None = None
+        if client is not None:
+            self._acquire = client.register_script(_ACQUIRE)
+            self._rate_limited = client.register_script(_RATE_LIMITED)
+            self._succeeded = client.register_script(_SUCCEEDED)
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn_id: str,
+        *,
+        tenant_id: str,
+        environment: str,
+        cap: float | None,
+        log: Any,
+        get_connection: Any,
+    ) -> RedisTenantBudget:
+        try:
+            conn = get_connection(conn_id)
+            client = client_for(conn)
+            store = f"Redis connection {conn_id!r} ({conn.host or '127.0.0.1'}:{conn.port or 6379})"
+        except Exception as exc:  # a missing or malformed connection: the run goes on per task
+            budget = cls(None, tenant_id=tenant_id, environment=environment, cap=cap, log=log)
+            budget._fall_back(f"connection {conn_id!r} cannot be used ({type(exc).__name__})")
+            return budget
+        return cls(client, tenant_id=tenant_id, environment=environment, cap=cap, log=log, store=store)
+
+    # --- the store, or the fallback while it is down ------------------------------------------------
+
+    def _local(self) -> LocalTenantBudget:
+        with self._lock:
+            if self._fallback is None:
+                self._fallback = LocalTenantBudget(self._cap, rate=self._last_rate)
+            return self._fallback
+
+    def _fall_back(self, reason: str) -> None:
+        with self._lock:
+            self._down_until = max(self._down_until, time.monotonic() + RETRY_STORE_AFTER)
+            warn = not self._warned
+            self._warned = True
+        if warn:
+            # Once per task: the run goes on, at its own limits, and a flood of warnings helps no one.
+            self._log.warning(
+                "The shared rate budget's store cannot be reached (%s: %s); this task goes on with its "
+                "own limits (tenant_requests_per_second and the rate it learns apply per task) and "
+                "tries the store again every %.0f s",
+                self._store,
+                reason,
+                RETRY_STORE_AFTER,
+            )
+
+    def _store_up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A script's reply, or None when the store failed (then the fallback takes over)."""
+        if not self._store_up():
+            return None
+        try:
+            return script(keys=keys, args=args)
+        except (redis.RedisError, OSError) as exc:
+            self._fall_back(type(exc).__name__)
+            return None
+
+    # --- TenantBudget ------------------------------------------------------------------------------
+
+    def acquire(self, *, counted: bool) -> tuple[float, float]:
+        k = self._keys
+        reply = self._run(
+            self._acquire,
+            [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"]],
+            [self._cap or 0, 1 if counted else 0, int(SENT_WINDOW * 1000)],
+        )
+        if reply is None:
+            return self._local().acquire(counted=counted)
+        paused, wait, rate, learned = (int(v) for v in reply)
+        if paused > 0:
+            return paused / 1000, 0.0
+        if counted:
+            self._learned = bool(learned)
+            if rate:
+                self._last_rate = rate / 1000
+        return 0.0, wait / 1000
+
+    def rate_limited(self, pause: float) -> None:
+        k = self._keys
+        reply = self._run(
+            self._rate_limited,
+            [k["pause"], k["tat"], k["learned"], k["sent"]],
+            [
+                int(pause * 1000),
+                self._cap or 0,
+                DECREASE_FACTOR,
+                MIN_RATE,
+                MIN_SAMPLES,
+                int(SENT_WINDOW * 1000),
+                int(LEARNED_TTL * 1000),
+                INCREASE_PER_MINUTE,
+            ],
+        )
+        if reply is None:
+            self._local().rate_limited(pause)
+            return
+        cut, rate = (int(v) for v in reply)
+        if cut:
+            self._last_rate = rate / 1000
+            self._log.warning(
+                "Kibo answered 429: every task of this tenant pauses %.0f s; the shared rate is now "
+                "%.1f requests/s",
+                pause,
+                rate / 1000,
+            )
+
+    def succeeded(self) -> None:
+        if not self._store_up():
+            self._local().succeeded()
+            return
+        if not self._learned:
+            return  # no learned rate: nothing to raise (the cap, or no limit, holds)
+        reply = self._run(self._succeeded, [self._keys["learned"]], [self._cap or 0, int(LEARNED_TTL * 1000)])
+        if reply:
+            self._last_rate = int(reply) / 1000
+
+    def paused_for(self) -> float:
+        if not self._store_up():
+            return 0.0
+        try:
+            assert self._client is not None
+            remaining = int(cast(Any, self._client.pttl(self._keys["pause"])))
+        except (redis.RedisError, OSError) as exc:
+            self._fall_back(type(exc).__name__)
+            return 0.0
+        return max(0, remaining) / 1000
+
+    def describe(self) -> str:
+        if not self._store_up():
+            return self._local().describe() + " (shared store unreachable)"
+        rate = self._last_rate or self._cap
+        return f"shared in {self._store}, {'no limit' if rate is None else f'{rate:.1f} requests/s'}"

@@ -1,0 +1,306 @@
+"""The tenant budget for real: a redis-server on 127.0.0.1, the emulator's tenant-wide limit (50/s,
+Retry-After 15, as the issue sets them) and several tasks, each its own process with its own threads.
+
+Scaled to keep the file to about two minutes: four tasks of 4 threads and 100 orders each (400 cancels)
+per run; Kibo's 15 s block makes every 429 episode expensive, which is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
+from devtools.distributed import redis_server
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+
+pytestmark = pytest.mark.timeout(600)
+
+ROOT = Path(__file__).parent.parent.parent
+# redis-py types its replies as "sync or awaitable": the tests read them as plain values.
+Store = Any
+LIMIT = 50  # the emulator's tenant-wide limit, requests per second
+RETRY_AFTER = 15
+BUDGET = 45  # tenant_requests_per_second: a little under the limit
+TASKS, THREADS, ORDERS_PER_TASK = 4, 4, 100
+ORDERS = range(1, 1 + TASKS * ORDERS_PER_TASK * 3)  # three runs' worth
+
+
+def ensure_redis_server() -> None:
+    """redis-server from Debian, installed when missing (root, apt-get); a test that needs it fails
+    loudly when it cannot have it."""
+    if shutil.which("redis-server"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail("redis-server is missing and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ensure_redis_server()
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def tenant() -> Iterator[KiboEmulator]:
+    emu = KiboEmulator(
+        tenants=(TENANT,),
+        clients={APP_KEY: SHARED_SECRET},
+        tenant_requests_per_second=LIMIT,
+        tenant_retry_after=RETRY_AFTER,
+    )
+    emu.add_orders(ORDERS)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def run_tasks(
+    emu: KiboEmulator,
+    redis_url: str | None,
+    orders: list[list[int]],
+    *,
+    threads: int = THREADS,
+    max_sleep: float | None = None,
+    during: Any = None,
+    **extra: Any,
+) -> list[dict[str, Any]]:
+    """Each list of orders cancelled by its own process; returns each one's outcomes and its log."""
+    if redis_url is not None:
+        extra["rate_limit_conn_id"] = "kibo_redis"
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_KIBO_DEFAULT": json.dumps(kibo_connection(emu, **extra)),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "PYTHONPATH": str(ROOT),
+    }
+    if redis_url is not None:
+        env["AIRFLOW_CONN_KIBO_REDIS"] = redis_url
+    start_at = time.time() + 6 + len(orders)  # every process has imported Airflow by then
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.budget_worker",
+                json.dumps(
+                    {"orders": batch, "threads": threads, "start_at": start_at, "max_sleep": max_sleep}
+                ),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for batch in orders
+    ]
+    try:
+        if during is not None:
+            during(start_at)
+        results = []
+        for proc in procs:
+            output, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, output[-3000:]
+            results.append({**json.loads(output.strip().splitlines()[-1]), "log": output})
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def batches(first: int, tasks: int = TASKS, per_task: int = ORDERS_PER_TASK) -> list[list[int]]:
+    return [list(range(first + i * per_task, first + (i + 1) * per_task)) for i in range(tasks)]
+
+
+def cancel_times(emu: KiboEmulator) -> list[float]:
+    return sorted(r.received_at for r in emu.requests_to("cancel"))
+
+
+def assert_all_canceled(emu: KiboEmulator, results: list[dict[str, Any]]) -> None:
+    outcomes = {int(k): v for result in results for k, v in result["outcomes"].items()}
+    assert set(outcomes.values()) == {"canceled"}, {k: v for k, v in outcomes.items() if v != "canceled"}
+    assert all(emu.cancels_applied(order_id) == 1 for order_id in outcomes)
+
+
+def test_a_shared_budget_under_the_limit_meets_no_429_and_keeps_its_pace(
+    tenant: KiboEmulator, store: Store, redis_url: str
+) -> None:
+    results = run_tasks(tenant, redis_url, batches(1), tenant_requests_per_second=BUDGET)
+    assert_all_canceled(tenant, results)
+    limit = tenant.tenant_limit.snapshot()
+    times = cancel_times(tenant)
+    phase, ideal = times[-1] - times[0], len(times) / BUDGET
+    print(f"shared budget {BUDGET}/s: {len(times)} cancels in {phase:.2f} s, ideal {ideal:.2f} s, {limit}")
+    assert limit["rejected"] == 0, limit
+    assert len(times) == TASKS * ORDERS_PER_TASK
+    assert phase <= 1.25 * ideal, (phase, ideal)
+    # Every key prefixed, expiring, and free of the secret.
+    names = [key.decode() for key in store.keys("*")]
+    assert names and all(name.startswith(f"{KEY_PREFIX}:{{{TENANT}:sandbox}}:") for name in names)
+    assert all(store.pttl(name) > 0 for name in names)
+    dumped = b"".join(store.dump(name) or b"" for name in names)
+    assert SHARED_SECRET.encode() not in dumped and APP_KEY.encode() not in dumped
+
+
+def test_per_task_budgets_alone_exceed_the_tenant_limit(tenant: KiboEmulator) -> None:
+    """The baseline: the same cap per task (no shared store) sends four times the budget: 429s."""
+    results = run_tasks(tenant, None, batches(1), tenant_requests_per_second=BUDGET)
+    assert_all_canceled(tenant, results)
+    assert tenant.tenant_limit.snapshot()["episodes"] >= 1
+
+
+def test_the_shared_rate_learns_the_limit_and_the_next_run_starts_there(
+    tenant: KiboEmulator, store: Store, redis_url: str
+) -> None:
+    results = run_tasks(tenant, redis_url, batches(1))
+    assert_all_canceled(tenant, results)
+    first = tenant.tenant_limit.snapshot()
+    learned = float(store.hget(f"{KEY_PREFIX}:{{{TENANT}:sandbox}}:learned", "rate") or 0)
+    ttl = store.pttl(f"{KEY_PREFIX}:{{{TENANT}:sandbox}}:learned") / 1000
+    # Throughput after the last episode's block ended: what the learned rate delivers.
+    accepted = sorted(r.received_at for r in tenant.requests_to("cancel"))
+    blocks_end = tenant.tenant_limit.last_block_started + RETRY_AFTER
+    after = [t for t in accepted if t > blocks_end]
+    throughput = (len(after) - 1) / (after[-1] - after[0]) if len(after) > 1 else 0.0
+    print(f"learning: {first}, learned {learned:.1f}/s (kept {ttl:.0f} s), then {throughput:.1f}/s")
+    assert 1 <= first["episodes"] <= 2, first
+    assert learned >= 0.8 * LIMIT and learned < LIMIT, learned
+    assert 3600 < ttl <= 86_400
+    assert len(after) >= 50 and throughput >= 0.8 * LIMIT, (len(after), throughput)
+
+    # The next run of the same tasks starts at the learned rate: no 429 at all.
+    tenant.tenant_limit.configure(LIMIT, RETRY_AFTER)
+    sent_before = len(cancel_times(tenant))
+    second = run_tasks(tenant, redis_url, batches(1 + TASKS * ORDERS_PER_TASK))
+    assert_all_canceled(tenant, second)
+    again = tenant.tenant_limit.snapshot()
+    times = cancel_times(tenant)[sent_before:]
+    print(f"second run: {again}, {len(times)} cancels in {times[-1] - times[0]:.2f} s")
+    assert again["rejected"] == 0, again
+
+
+def test_a_long_retry_after_stops_every_task_without_another_request(
+    tenant: KiboEmulator, store: Store, redis_url: str
+) -> None:
+    """One task meets Retry-After: 3600; the others send nothing more and stop (deferrable ones would
+    defer: max_sleep is what a deferrable operator gives its hook)."""
+    tenant.tenant_limit.configure(None)
+    tenant.latency = 0.02
+    tenant.inject("status", status=429, retry_after="3600", order_id=5)
+
+    results = run_tasks(tenant, redis_url, batches(1, tasks=6, per_task=20), threads=1, max_sleep=30.0)
+    outcomes = {int(k): v for result in results for k, v in result["outcomes"].items()}
+    cancels = tenant.requests_to("cancel")
+    (wall,) = [r for r in cancels if r.body and r.body.get("orderId") == 5]
+    later = [r for r in cancels if r.received_at > wall.received_at + 0.05]
+    stopped = [k for k, v in outcomes.items() if v.startswith("KiboRateLimit")]
+    print(
+        f"Retry-After 3600: {len(cancels)} cancels sent, {len(later)} after the 429, {len(stopped)} stopped"
+    )
+    assert later == []
+    assert len(stopped) == 120 - sum(v == "canceled" for v in outcomes.values())
+    assert 3500 < store.pttl(f"{KEY_PREFIX}:{{{TENANT}:sandbox}}:pause") / 1000 <= 3600
+
+
+def test_redis_stopped_mid_run_finishes_at_per_task_limits_with_one_warning(
+    tenant: KiboEmulator, tmp_path: Path
+) -> None:
+    tenant.tenant_limit.configure(None)
+    with redis_server(tmp_path) as url:
+        port = urlsplit(url).port
+
+        stopped_at: list[float] = []
+
+        def stop_redis(start_at: float) -> None:
+            time.sleep(max(0.0, start_at - time.time()) + 1.5)
+            stopped_at.append(time.time())  # when it was told to stop: shutting down may take a while
+            redis.Redis(port=port or 0).shutdown(nosave=True)
+
+        per_task = 10.0
+        results = run_tasks(
+            tenant, url, batches(1, per_task=40), during=stop_redis, tenant_requests_per_second=per_task
+        )
+    assert_all_canceled(tenant, results)
+    for result in results:
+        assert result["log"].count("The shared rate budget's store cannot be reached") == 1, result["log"]
+        assert "shared store unreachable" in result["budget"]
+    # After the store went: each task at most its own 10/s (40 orders: >= 2.5 s more), never faster.
+    times = cancel_times(tenant)
+    after = [t for t in times if t > stopped_at[0] + 0.5]
+    assert len(after) >= 20, (len(after), times[0], times[-1], stopped_at)
+    rate_after = (len(after) - 1) / (after[-1] - after[0])
+    print(f"redis stopped: {len(times)} cancels in {times[-1] - times[0]:.2f} s, {rate_after:.1f}/s after")
+    assert len(times) == 160
+    # Four tasks at their own 10/s each: 40/s at most, never the unlimited rate of a missing budget.
+    assert rate_after <= 4 * per_task * 1.15, rate_after
+
+
+def _last_rejection(emu: KiboEmulator) -> float:
+    """When the last 429 episode began (epoch seconds), from the record: a 429 leaves no order change."""
+    return emu.tenant_limit.last_block_started
+
+
+def test_a_deferrable_cancel_that_finds_the_tenant_paused_defers_without_sending(
+    tenant: KiboEmulator, store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another task met Retry-After: 3600: this one sends neither OAuth nor cancel, and defers at once."""
+    from airflow_provider_kibo_cancel._compat import TaskDeferred
+    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
+
+    tenant.tenant_limit.configure(None)
+    tenant.inject("status", status=429, retry_after="3600", order_id=1)
+    extra = {"rate_limit_conn_id": "kibo_redis"}
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_DEFAULT", json.dumps(kibo_connection(tenant, **extra)))
+    monkeypatch.setenv("AIRFLOW_CONN_KIBO_REDIS", redis_url)
+    first = CancelOrderOperator(
+        task_id="first", order_id=1, disposition_reason="created_by_mistake", deferrable=True
+    )
+    with pytest.raises(TaskDeferred):
+        first.execute({})
+    sent = len(tenant.requests)
+    other = CancelOrderOperator(
+        task_id="other", order_id=2, disposition_reason="created_by_mistake", deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        other.execute({})
+    assert len(tenant.requests) == sent  # no OAuth, no cancel
+    resume_at = deferred.value.trigger.serialize()[1]["resume_at"]
+    assert 3500 < resume_at - time.time() <= 3600
+    # Not deferrable: it stops at once, also without a request.
+    blocked = CancelOrderOperator(
+        task_id="blocked", order_id=3, disposition_reason="created_by_mistake", deferrable=False
+    )
+    with pytest.raises(Exception, match=r"3600|Retry-After"):
+        blocked.execute({})
+    assert len(tenant.requests) == sent

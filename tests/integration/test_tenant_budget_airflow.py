@@ -1,0 +1,97 @@
+"""The shared tenant budget under a real scheduler (LocalExecutor): three bulk tasks and 100 mapped
+cancels of one DAG run on one tenant, every task its own process, the budget in a redis-server.
+
+Kibo's limit 50/s with Retry-After 15 (the emulator's tenant limit); tenant_requests_per_second 45.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from devtools.airflow_local import AirflowEnv, AirflowStack
+from devtools.distributed import redis_server
+from tests.dags_budget.kibo_tenant_budget import (
+    BULK_FIRST,
+    BULK_ORDERS,
+    BULK_TASKS,
+    MAPPED_FIRST,
+    MAPPED_ORDERS,
+)
+from tests.integration.test_tenant_budget import BUDGET, LIMIT, RETRY_AFTER, ensure_redis_server
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+
+pytestmark = pytest.mark.timeout(900)
+
+DAGS = Path(__file__).parent.parent / "dags_budget"
+DAG_ID = "kibo_tenant_budget"
+BULK = range(BULK_FIRST, BULK_FIRST + BULK_TASKS * BULK_ORDERS)
+MAPPED = range(MAPPED_FIRST, MAPPED_FIRST + MAPPED_ORDERS)
+
+
+@pytest.fixture
+def tenant() -> Iterator[KiboEmulator]:
+    emu = KiboEmulator(
+        tenants=(TENANT,),
+        clients={APP_KEY: SHARED_SECRET},
+        tenant_requests_per_second=LIMIT,
+        tenant_retry_after=RETRY_AFTER,
+    )
+    emu.add_orders(BULK)
+    emu.add_orders(MAPPED)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def test_bulk_tasks_and_mapped_cancels_share_one_budget_under_a_scheduler(
+    tmp_path: Path, tenant: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
+    ensure_redis_server()
+    env = AirflowEnv(tmp_path / "airflow_home", DAGS)
+    env.home.mkdir()
+    env.migrate()
+    with (
+        redis_server(tmp_path) as redis_url,
+        AirflowStack(env, extra_env={"AIRFLOW__CORE__PARALLELISM": "8"}) as stack,
+    ):
+        stack.add_connection(
+            "kibo_redis",
+            {
+                "conn_type": "redis",
+                "host": "127.0.0.1",
+                "port": int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+            },
+        )
+        stack.add_connection(
+            "kibo_default",
+            kibo_connection(tenant, tenant_requests_per_second=BUDGET, rate_limit_conn_id="kibo_redis"),
+        )
+        stack.wait_for_dag(DAG_ID)
+        stack.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        run = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+        state = stack.wait_for_run(DAG_ID, run["dag_run_id"], timeout=600)
+        assert state == "success", (env.home / "scheduler.log").read_text()[-5000:]
+
+    limit = tenant.tenant_limit.snapshot()
+    cancels = tenant.requests_to("cancel")
+    assert all(tenant.cancels_applied(order_id) == 1 for order_id in [*BULK, *MAPPED])
+    # While the bulk tasks ran, demand was above the budget: the request phase then is within 1.25 x
+    # (requests sent / budget). Before and after, the executor's task start-up paces the mapped cancels.
+    bulk_times = sorted(r.received_at for r in cancels if r.body and r.body.get("orderId") in BULK)
+    window = [r for r in cancels if bulk_times[0] <= r.received_at <= bulk_times[-1]]
+    phase, ideal = bulk_times[-1] - bulk_times[0], len(window) / BUDGET
+    print(
+        f"scheduler: {len(cancels)} cancels, {limit}; bulk phase {phase:.2f} s for {len(window)} "
+        f"cancels, ideal {ideal:.2f} s ({phase / ideal:.2f} x)"
+    )
+    assert limit["rejected"] == 0, limit
+    assert phase <= 1.25 * ideal, (phase, ideal)
+    assert json.dumps(limit)  # plain data
