@@ -45,6 +45,7 @@ from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.operators.bulk_runner import BulkRun
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from airflow_provider_kibo_cancel.operators.outcome import CANCELED, NOT_ATTEMPTED
+from benchmarks.tenant_budget import bench_tenant_budget
 from devtools.emulator_process import emulator_process
 
 APP_KEY, SHARED_SECRET, TENANT = "bench-app-key", "bench-shared-secret", "30294"
@@ -321,8 +322,6 @@ def main() -> int:
         platform.processor(),
     )
     print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}", flush=True)
-
-    from benchmarks.tenant_budget import bench_tenant_budget
 
     budget = bench_tenant_budget()
     budget_row = (

@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from devtools.distributed import redis_server
 from devtools.emulator_process import emulator_process
 
@@ -25,7 +26,6 @@ APP_KEY, SHARED_SECRET, TENANT = "bench-app-key", "bench-shared-secret", "30294"
 
 
 def _run(url: str, first: int, tasks: int, per_task: int, **extra: Any) -> dict[str, float]:
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
     requests.post(f"{url}/_emulator/reset", timeout=5)
     requests.post(

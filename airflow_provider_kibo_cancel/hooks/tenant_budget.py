@@ -16,11 +16,9 @@ The learning is additive increase, multiplicative decrease (AIMD), with the cons
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 #: A 429 sets the rate to this fraction of the rate being sent. Gentler than TCP's or botocore's 0.5/0.7:
@@ -179,7 +177,7 @@ def budget_for(
     if not settings.rate_limit_conn_id:
         return LocalTenantBudget(cap)
     try:
-        from airflow_provider_kibo_cancel.hooks.redis_budget import RedisTenantBudget
+        from airflow_provider_kibo_cancel.hooks.redis_budget import RedisTenantBudget  # noqa: PLC0415 - redis is an optional extra
     except ImportError:
         log.warning(
             "Connection extra 'rate_limit_conn_id' is set but the redis client is not installed "

@@ -13,11 +13,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from airflow_provider_kibo_cancel.exceptions import KiboError
+from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
+
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    from airflow_provider_kibo_cancel.exceptions import KiboError
-    from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 
     hook = KiboHook(max_sleep=spec.get("max_sleep"), pool_size=int(spec["threads"]))
     hook.settings  # noqa: B018 - read the connection before the start line, as a started task has

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from airflow_provider_kibo_cancel._compat import TaskDeferred
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
+from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from devtools.distributed import redis_server
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
@@ -275,8 +277,6 @@ def test_a_deferrable_cancel_that_finds_the_tenant_paused_defers_without_sending
     tenant: KiboEmulator, store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another task met Retry-After: 3600: this one sends neither OAuth nor cancel, and defers at once."""
-    from airflow_provider_kibo_cancel._compat import TaskDeferred
-    from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 
     tenant.tenant_limit.configure(None)
     tenant.inject("status", status=429, retry_after="3600", order_id=1)

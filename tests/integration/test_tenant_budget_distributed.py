@@ -20,10 +20,10 @@ from tests.dags_budget.kibo_tenant_budget import (
     MAPPED_FIRST,
     MAPPED_ORDERS,
 )
+from tests.integration.test_distributed import trigger, watch
 from tests.integration.test_tenant_budget import BUDGET, LIMIT, RETRY_AFTER
 from tests.integration.test_tenant_budget_airflow import DAG_ID, DAGS
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
-from tests.integration.test_distributed import trigger, watch
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, budget_settings
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.__main__ import _parser
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
@@ -23,7 +24,6 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     increased,
     step_for,
 )
-from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, budget_settings
 from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
 
 
