@@ -98,7 +98,7 @@ def test_a_pre_issued_token_is_used_as_it_is_and_never_refreshed(emulator: KiboE
     assert emulator.requests_to("oauth") == []
 
 
-def test_a_pre_issued_token_with_a_line_break_is_refused_without_quoting_it(emulator: KiboEmulator) -> None:
+def test_kibo_oauth_refuses_a_pre_issued_token_with_a_line_break_unquoted(emulator: KiboEmulator) -> None:
     with pytest.raises(KiboConfigurationError) as caught:
         oauth_for(emulator, login=None, password=None, extra={"access_token": "half-one\nhalf-two"})
     assert "the token holds a line break" in str(caught.value)
