@@ -41,7 +41,7 @@ autodoc_inherit_docstrings = False  # BaseOperator's and BaseHook's docstrings a
 # references into the standard library and the third-party packages below cannot resolve and are the
 # only ones let through; every reference to this package's own names must resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(airflow|requests|pydantic|urllib3|pytest|_pytest|wtforms|flask_appbuilder)(\..*)?"),
+    (r"py:.*", r"(airflow|requests|pydantic|urllib3|pytest|_pytest|wtforms|flask_appbuilder|redis)(\..*)?"),
     (r"py:.*", r"(collections|concurrent|datetime|http|logging|pathlib|threading|types)\..*"),
     (r"py:.*", r"(socketserver|urllib)\..*"),
     (r"py:.*", r"(typing|typing_extensions|enum|json|re|decimal|email|random)\..*"),

@@ -67,6 +67,7 @@ CLAIMS: dict[str, str] = {
     "bulk-dag": "tests.integration.test_readme::test_the_bulk_snippet_runs",
     "cli-connection-kibo": "tests.integration.test_readme::test_the_cli_connection_to_kibo",
     "env-connection-kibo": "tests.integration.test_readme::test_the_environment_connections_to_kibo",
+    "cli-connection-redis": "tests.integration.test_readme::test_the_cli_connections_of_the_tenant_budget",
     "env-connection-emulator": (
         "tests.integration.test_readme::test_the_environment_connections_to_the_emulator"
     ),
@@ -252,6 +253,34 @@ def test_the_cli_connection_to_kibo(readme_airflow: AirflowEnv) -> None:
     )
     assert settings.base_url == "https://30294-translation.sandbox.mozu.com"
     assert (settings.tenant_id, settings.site_id) == ("30294", "50525")
+
+
+def test_the_cli_connections_of_the_tenant_budget(readme_airflow: AirflowEnv) -> None:
+    # Substituted: connection ids of their own, so this run leaves kibo_default to the emulator tests.
+    block = substitute(
+        snippet("cli-connection-redis"),
+        {
+            "kibo_default": "kibo_budgeted",
+            "add kibo_redis ": "add kibo_redis_docs ",
+            '"kibo_redis"': '"kibo_redis_docs"',
+        },
+    )
+    bash(block, readme_airflow.env)
+    with contextlib.closing(sqlite3.connect(readme_airflow.home / "airflow.db")) as db:
+        rows = dict(
+            db.execute(
+                "SELECT conn_id, extra FROM connection WHERE conn_id IN ('kibo_budgeted', 'kibo_redis_docs')"
+            ).fetchall()
+        )
+        redis_row = db.execute(
+            "SELECT conn_type, host, port, schema FROM connection WHERE conn_id = 'kibo_redis_docs'"
+        ).fetchone()
+    assert tuple(redis_row) == ("redis", "redis.internal", 6379, "2")
+    extra = Fernet(fernet_key(readme_airflow)).decrypt(rows["kibo_budgeted"].encode()).decode()
+    settings = KiboConnectionSettings.from_connection(
+        "kibo_budgeted", host=None, login="APP_KEY", password="SECRET", extra=json.loads(extra)
+    )
+    assert (settings.tenant_requests_per_second, settings.rate_limit_conn_id) == (40.0, "kibo_redis_docs")
 
 
 def test_the_environment_connections_to_kibo(monkeypatch: pytest.MonkeyPatch) -> None:
