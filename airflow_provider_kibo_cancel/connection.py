@@ -356,6 +356,12 @@ def _tunable(key: str, value: Any) -> float | int:
     return number
 
 
+# Airflow's own rule for a connection id (airflow.models.connection.RE_SANITIZE_CONN_ID).
+AIRFLOW_CONN_ID = re.compile(r"[\w#!()\-.:/\\]+")
+# Below one request in 100 s a cap is a mistake (and its slot arithmetic overflows the clock).
+MIN_TENANT_REQUESTS_PER_SECOND = 0.01
+
+
 def budget_settings(extra: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The extras ``tenant_requests_per_second`` and ``rate_limit_conn_id`` as settings values, and the
     problems found (read by :meth:`KiboConnectionSettings.from_connection`; the budget itself is
@@ -368,19 +374,26 @@ def budget_settings(extra: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             number = float(rate) if not isinstance(rate, bool) else math.nan
         except (TypeError, ValueError):
             number = math.nan
-        if not (number > 0 and math.isfinite(number)):
+        if not (number >= MIN_TENANT_REQUESTS_PER_SECOND and math.isfinite(number)):
             problems.append(
-                "extra 'tenant_requests_per_second' must be a number of requests per second > 0, "
+                "extra 'tenant_requests_per_second' must be a number of requests per second, at least "
+                f"{MIN_TENANT_REQUESTS_PER_SECOND}, "
                 f"got {str(rate)[:40]!r}"
             )
         else:
             values["tenant_requests_per_second"] = number
     conn_id = extra.get("rate_limit_conn_id")
     if conn_id is not None and not (isinstance(conn_id, str) and not conn_id.strip()):
-        if not isinstance(conn_id, str) or not conn_id.strip().replace("_", "").replace("-", "").isalnum():
+        if isinstance(conn_id, str) and ("://" in conn_id or "@" in conn_id):
+            # Not quoted: a URL given here may carry the Redis password.
+            problems.append(
+                "extra 'rate_limit_conn_id' takes the id of an Airflow connection to Redis (such as "
+                "'kibo_redis'), not a Redis URL: put the URL in that connection"
+            )
+        elif not isinstance(conn_id, str) or not AIRFLOW_CONN_ID.fullmatch(conn_id.strip()):
             problems.append(
                 "extra 'rate_limit_conn_id' must be the id of an Airflow connection to Redis "
-                f"(letters, digits, '_' and '-'), got {str(conn_id)[:40]!r}"
+                f"(letters, digits and _ - . : / # ! ( ), as Airflow allows), got {str(conn_id)[:40]!r}"
             )
         else:
             values["rate_limit_conn_id"] = conn_id.strip()

@@ -219,7 +219,9 @@ class KiboOAuth(AuthBase):
         if response.status_code >= 300:
             raise self._refusal(response, payload)
         value = payload.get("access_token") if isinstance(payload, dict) else None
-        problem = token_problem(value) if isinstance(value, str) and value.strip() else None
+        if isinstance(value, str):  # surrounding whitespace is no part of a token (nor of a header)
+            value = value.strip()
+        problem = token_problem(value) if isinstance(value, str) and value else None
         if not isinstance(value, str) or not value.strip() or problem:
             # The body is never quoted: an answer we cannot read may still hold a live token.
             raise KiboResponseError(

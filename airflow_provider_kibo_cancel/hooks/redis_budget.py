@@ -170,10 +170,11 @@ class RedisTenantBudget:
         self._learned = False  # the last acquire saw a learned rate: successes may raise it
         self._last_rate: float | None = None
         self._fallback: LocalTenantBudget | None = None
-        if client is not None:
-            self._acquire = client.register_script(_ACQUIRE)
-            self._rate_limited = client.register_script(_RATE_LIMITED)
-            self._succeeded = client.register_script(_SUCCEEDED)
+        # No client (a missing or malformed connection): no scripts, and _run() answers None, so every
+        # call takes the per-task fallback.
+        self._acquire: Any = client.register_script(_ACQUIRE) if client is not None else None
+        self._rate_limited: Any = client.register_script(_RATE_LIMITED) if client is not None else None
+        self._succeeded: Any = client.register_script(_SUCCEEDED) if client is not None else None
 
     @classmethod
     def from_connection(
@@ -225,7 +226,7 @@ class RedisTenantBudget:
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """A script's reply, or None when the store failed (then the fallback takes over)."""
-        if not self._store_up():
+        if script is None or not self._store_up():
             return None
         try:
             return script(keys=keys, args=args)

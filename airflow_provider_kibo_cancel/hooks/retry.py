@@ -383,12 +383,14 @@ class RetryPolicy:
 def _tell_budget(
     budget: TenantBudget | None, response: requests.Response | None, decision: Decision, route: str
 ) -> None:
-    """The tenant's budget learns from each answer: a 429 pauses every task and cuts the rate."""
-    if budget is None or response is None:
+    """The tenant's budget learns from each answer: a 429 pauses every task and cuts the rate. The OAuth
+    host is not the tenant's API: its answers (a 429 too; this hook's own gate still pauses for it) say
+    nothing of the tenant's limit."""
+    if budget is None or response is None or route == "oauth":
         return
     if response.status_code == 429:
         budget.rate_limited(decision.long_pause or decision.delay or MIN_RETRY_WAIT)
-    elif response.status_code < 500 and route != "oauth":
+    elif response.status_code < 500:
         budget.succeeded()
 
 

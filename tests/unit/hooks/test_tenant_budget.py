@@ -24,7 +24,7 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     increased,
     step_for,
 )
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, Connect, kibo_connection
 
 
 def _token(emu: KiboEmulator) -> str:
@@ -105,7 +105,11 @@ def test_the_extras_are_checked_with_the_connection() -> None:
         _, problems = budget_settings({"tenant_requests_per_second": bad})
         assert problems and "tenant_requests_per_second" in problems[0]
     _, problems = budget_settings({"rate_limit_conn_id": "redis://:pw@host"})
-    assert (problems and "pw" not in problems[0]) or "rate_limit_conn_id" in problems[0]
+    assert problems and "not a Redis URL" in problems[0] and "pw" not in problems[0]
+    values, problems = budget_settings({"rate_limit_conn_id": "redis.shared"})  # Airflow allows dots
+    assert (values, problems) == ({"rate_limit_conn_id": "redis.shared"}, [])
+    _, problems = budget_settings({"tenant_requests_per_second": 1e-10})  # its slots would overflow
+    assert problems and "at least 0.01" in problems[0]
     settings = KiboConnectionSettings.from_connection(
         "kibo_default",
         host=None,
@@ -172,3 +176,15 @@ def test_without_the_redis_client_the_budget_holds_per_task_with_a_warning(
     assert hook.get_order(1000)["orderID"] == 1000
     assert isinstance(hook._retry_limits.budget, LocalTenantBudget)
     assert capsys.readouterr().out.count("redis client is not installed") == 1
+
+
+def test_a_missing_redis_connection_warns_once_and_the_run_goes_on_per_task(
+    emulator: KiboEmulator, connect: Connect, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = connect(emulator, "kibo_budget_missing", rate_limit_conn_id="no_such_redis")
+    for order_id in (1001, 1002):
+        assert hook.cancel_order(order_id, "created_by_mistake")["orderID"] == order_id
+    out = capsys.readouterr().out
+    assert out.count("The shared rate budget's store cannot be reached") == 1
+    assert "connection 'no_such_redis' cannot be used" in out
+    assert emulator.cancels_applied(1001) == 1 and emulator.cancels_applied(1002) == 1
