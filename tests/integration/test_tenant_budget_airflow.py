@@ -1,7 +1,7 @@
 """The shared tenant budget under a real scheduler (LocalExecutor): three bulk tasks and 100 mapped
 cancels of one DAG run on one tenant, every task its own process, the budget in a redis-server.
 
-Kibo's limit 50/s with Retry-After 15 (the emulator's tenant limit); tenant_requests_per_second 45.
+Kibo's limit 50/s with Retry-After 15 (the emulator's tenant limit); tenant_requests_per_second 40.
 """
 
 from __future__ import annotations
