@@ -35,7 +35,7 @@ ROOT = Path(__file__).parent.parent.parent
 Store = Any
 LIMIT = 50  # the emulator's tenant-wide limit, requests per second
 RETRY_AFTER = 15
-BUDGET = 40  # tenant_requests_per_second: a fifth under the limit (processes on two busy cores send in clumps)
+BUDGET = 40  # tenant_requests_per_second: a fifth under the limit (busy workers send in clumps)
 TASKS, THREADS, ORDERS_PER_TASK = 4, 4, 100
 ORDERS = range(1, 1 + TASKS * ORDERS_PER_TASK * 3)  # three runs' worth
 
