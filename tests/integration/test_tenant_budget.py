@@ -26,7 +26,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from devtools.distributed import redis_server
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, kibo_emulator
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -71,13 +71,7 @@ def store(redis_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def tenant() -> Iterator[KiboEmulator]:
-    emu = KiboEmulator(
-        tenants=(TENANT,),
-        clients={APP_KEY: SHARED_SECRET},
-        tenant_requests_per_second=LIMIT,
-        tenant_retry_after=RETRY_AFTER,
-    )
-    emu.add_orders(ORDERS)
+    emu = kibo_emulator(ORDERS, tenant_requests_per_second=LIMIT, tenant_retry_after=RETRY_AFTER)
     emu.start()
     try:
         yield emu

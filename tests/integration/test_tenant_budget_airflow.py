@@ -23,7 +23,7 @@ from tests.dags_budget.kibo_tenant_budget import (
     MAPPED_ORDERS,
 )
 from tests.integration.test_tenant_budget import BUDGET, LIMIT, RETRY_AFTER, ensure_redis_server
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.support import kibo_connection, kibo_emulator
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -35,14 +35,7 @@ MAPPED = range(MAPPED_FIRST, MAPPED_FIRST + MAPPED_ORDERS)
 
 @pytest.fixture
 def tenant() -> Iterator[KiboEmulator]:
-    emu = KiboEmulator(
-        tenants=(TENANT,),
-        clients={APP_KEY: SHARED_SECRET},
-        tenant_requests_per_second=LIMIT,
-        tenant_retry_after=RETRY_AFTER,
-    )
-    emu.add_orders(BULK)
-    emu.add_orders(MAPPED)
+    emu = kibo_emulator([*BULK, *MAPPED], tenant_requests_per_second=LIMIT, tenant_retry_after=RETRY_AFTER)
     emu.start()
     try:
         yield emu
