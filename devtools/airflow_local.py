@@ -144,6 +144,9 @@ class AirflowStack:
     Each process gets its own session (process group) and is stopped with it, even when a test fails.
     """
 
+    #: Seconds to wait for one answer of the REST API (``api()``).
+    read_timeout: float = 30
+
     def __init__(
         self,
         env: AirflowEnv,
@@ -235,7 +238,19 @@ class AirflowStack:
         self.processes.clear()
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+        # The API server also serves the execution API of every running task: with 8 task processes on
+        # two cores one answer can take longer than the read timeout. A GET changes nothing, so a
+        # timed-out one is asked again (three tries in all); a POST or PATCH is never repeated.
+        tries = 3 if method == "GET" else 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = self.session.request(
+                    method, f"{self.url}{path}", timeout=self.read_timeout, **kwargs
+                )
+                break
+            except requests.Timeout:
+                if attempt == tries:
+                    raise
         if not response.ok:
             raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
@@ -251,9 +266,11 @@ class AirflowStack:
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            response = self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=10)
-            if response.ok:
-                return
+            try:
+                if self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=10).ok:
+                    return
+            except requests.Timeout:  # busy, as in api(): ask again until the deadline
+                pass
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout} s")
 
