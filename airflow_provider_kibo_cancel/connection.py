@@ -1,4 +1,5 @@
-"""The ``kibo`` connection, checked: its settings, the URL rules, and a typed reader of its extras.
+"""The ``kibo`` connection, checked: its settings and a typed reader of its extras (URL rules:
+``connection_urls.py``).
 
 Validation runs before any network call and collects every problem, so one failed task names all of them.
 """
@@ -9,17 +10,12 @@ import math
 import re
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from airflow_provider_kibo_cancel.connection_urls import plain_http_refused, resolve_urls
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
-from airflow_provider_kibo_cancel.routes import DEFAULT_AUTH_URL, OAUTH_PATH
-from airflow_provider_kibo_cancel.safety import (
-    is_loopback,
-    shown,
-    without_userinfo,
-)
+from airflow_provider_kibo_cancel.safety import shown
 
 _DIGITS = re.compile(r"^[0-9]+$")
 
@@ -47,80 +43,6 @@ def missing_connection_error(conn_id: str) -> KiboConfigurationError:
 OrderIdField = Literal["orderId", "orderID"]
 DEFAULT_ORDER_ID_FIELD: OrderIdField = "orderId"
 ORDER_ID_FIELDS: tuple[OrderIdField, ...] = ("orderId", "orderID")
-
-INSECURE_HTTP_EXTRA = "allow_insecure_http"
-
-
-def _no_credentials(value: str, field: str) -> None:
-    # Any '@': a password may hold characters a URL parser splits on, so none is trusted to find it.
-    if "@" in value:
-        raise ValueError(
-            f"{field} must not contain credentials (user:password@); put the Application Key and "
-            f"Shared Secret in login and password, got {shown(without_userinfo(value.strip()))}"
-        )
-
-
-def _origin(value: str, field: str) -> str:
-    """Accept only a plain http(s) origin (scheme, host, optional port) and return it without a slash."""
-    _no_credentials(value, field)
-    parts = urlsplit(value.strip())
-    try:
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username
-        or parts.password
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or not port_ok
-    ):
-        raise ValueError(f"{field} must be a plain http(s)://host[:port] origin, got {shown(value)}")
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _url(value: str, field: str) -> str:
-    _no_credentials(value, field)
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        raise ValueError(f"{field} must be an http(s) URL without credentials, got {shown(value)}")
-    return value.strip()
-
-
-def _plain_http_refused(url: str, field: str) -> str | None:
-    """Why ``url`` may not be used without the unsafe opt-in, or None when it is https or loopback."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
-        return None
-    return (
-        f"{field} {url!r} uses plain http to a host that is not this machine: the Shared Secret and "
-        f"every bearer token would cross the network unencrypted. Use https, or set extra "
-        f"'{INSECURE_HTTP_EXTRA}': true if you accept that risk on a network you trust (unsafe)"
-    )
-
-
-def _plain_http_check(base_url: str | None, auth_url: str | None, opt_in: Any) -> tuple[bool, list[str]]:
-    """The unsafe opt-in's value, and the problems with plain-http URLs when it is not given."""
-    field = f"extra '{INSECURE_HTTP_EXTRA}'"
-    try:
-        allowed = opt_in is not None and opt_in != "" and _flag(opt_in, field)
-    except ValueError as exc:
-        return False, [str(exc)]
-    if allowed:
-        return True, []
-    urls = ((base_url, "host (base URL override)"), (auth_url, "extra 'auth_url'"))
-    return False, [refused for url, name in urls if url and (refused := _plain_http_refused(url, name))]
-
-
-def _flag(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"{field} must be true or false, got {shown(value)}")
 
 
 def _digits(value: Any, field: str) -> str:
@@ -167,7 +89,7 @@ class KiboConnectionSettings(BaseModel):
     def insecure_urls(self) -> list[str]:
         """The URLs that send credentials in clear text (allowed only by the unsafe opt-in)."""
         urls = dict.fromkeys((self.base_url, self.auth_url))
-        return [url for url in urls if _plain_http_refused(url, "") is not None]
+        return [url for url in urls if plain_http_refused(url, "") is not None]
 
     @classmethod
     def from_connection(
@@ -217,7 +139,7 @@ class KiboConnectionSettings(BaseModel):
         if not blank(extra.get("site_id")):
             values["site_id"] = check("site_id", lambda: _digits(extra["site_id"], "extra 'site_id'"))
 
-        problems += _resolve_urls(values, host if not blank(host) else None, extra)
+        problems += resolve_urls(values, host if not blank(host) else None, extra)
 
         budget_values, budget_problems = budget_settings(extra)
         values.update(budget_values)
@@ -290,46 +212,37 @@ def _order_id_field(extra: dict[str, Any]) -> OrderIdField:
     )
 
 
+def token_problem(value: str) -> str | None:
+    """
+    Why a bearer token cannot go into an HTTP header (a line break, a space, a non-ASCII character), or
+    None. Told by position and kind only: the token itself is never shown.
+    """
+    for position, char in enumerate(value.strip(), start=1):
+        if not "\x21" <= char <= "\x7e":
+            kind = (
+                "a line break"
+                if char in "\r\n"
+                else "a space"
+                if char.isspace()
+                else "a character outside visible ASCII"
+            )
+            return f"the token holds {kind} at character {position} of {len(value.strip())}"
+    return None
+
+
 def _bearer_token(value: Any) -> str:
-    """A pre-issued token as it goes into the Authorization header (whether it can is KiboOAuth's rule)."""
-    return str(value).strip()
+    """A pre-issued token as it goes into the Authorization header; its problems told without it."""
+    token = str(value).strip()
+    if problem := token_problem(token):
+        # Checked here, not at the first request: a dry run and the Test button must see it too.
+        raise ValueError(
+            f"extra 'access_token' is not a usable bearer token: {problem} (paste it on one line)"
+        )
+    return token
 
 
 def _fields(exc: ValidationError) -> str:
     return ", ".join(sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]}))
-
-
-def _resolve_urls(values: dict[str, Any], host: str | None, extra: dict[str, Any]) -> list[str]:
-    """Set base_url, auth_url and allow_insecure_http in ``values``; return the problems found."""
-    problems: list[str] = []
-
-    def check(fn: Any) -> Any:
-        try:
-            return fn()
-        except ValueError as exc:
-            problems.append(str(exc))
-            return None
-
-    if host is not None:
-        values["base_url"] = check(lambda: _origin(host, "host (base URL override)"))
-    elif values.get("tenant_id") and values.get("environment"):
-        sandbox = ".sandbox" if values["environment"] == "sandbox" else ""
-        values["base_url"] = f"https://{values['tenant_id']}-translation{sandbox}.mozu.com"
-
-    auth_url = extra.get("auth_url")
-    explicit = auth_url is not None and not (isinstance(auth_url, str) and not auth_url.strip())
-    if explicit:
-        values["auth_url"] = check(lambda: _url(str(auth_url), "extra 'auth_url'"))
-    elif host is not None and values.get("base_url"):
-        values["auth_url"] = values["base_url"] + OAUTH_PATH
-    else:
-        values["auth_url"] = DEFAULT_AUTH_URL
-
-    # A derived OAuth URL shares the host's origin: checked once, as the host.
-    values["allow_insecure_http"], refused = _plain_http_check(
-        values.get("base_url"), values["auth_url"] if explicit else None, extra.get(INSECURE_HTTP_EXTRA)
-    )
-    return problems + refused
 
 
 # Bounds keep a typo (timeout 3000, max_attempts 100) from turning into an hour-long hang.

@@ -21,7 +21,7 @@ MOVES: dict[str, dict[str, str]] = {
         "OrderIdField": f"{PKG}.connection",
         "DEFAULT_ORDER_ID_FIELD": f"{PKG}.connection",
         "ORDER_ID_FIELDS": f"{PKG}.connection",
-        "INSECURE_HTTP_EXTRA": f"{PKG}.connection",
+        "INSECURE_HTTP_EXTRA": f"{PKG}.connection_urls",
         "KiboConnectionSettings": f"{PKG}.connection",
         "CANCEL_PATH": f"{PKG}.routes",
         "ORDER_PATH": f"{PKG}.routes",

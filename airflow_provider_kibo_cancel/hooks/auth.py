@@ -16,10 +16,9 @@ import requests
 from requests.auth import AuthBase
 
 from airflow_provider_kibo_cancel import metrics
-from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, token_problem
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
-    KiboConfigurationError,
     KiboResponseError,
 )
 from airflow_provider_kibo_cancel.hooks.oauth import (
@@ -35,24 +34,6 @@ from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
 
 class _Log(Protocol):
     def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
-
-
-def token_problem(value: str) -> str | None:
-    """
-    Why a bearer token cannot go into an HTTP header (a line break, a space, a non-ASCII character), or
-    None. Told by position and kind only: the token itself is never shown.
-    """
-    for position, char in enumerate(value.strip(), start=1):
-        if not "\x21" <= char <= "\x7e":
-            kind = (
-                "a line break"
-                if char in "\r\n"
-                else "a space"
-                if char.isspace()
-                else "a character outside visible ASCII"
-            )
-            return f"the token holds {kind} at character {position} of {len(value.strip())}"
-    return None
 
 
 class Token:
@@ -98,7 +79,6 @@ class KiboOAuth(AuthBase):
     :param limits: the connection's retry limits.
     :param post: sends one POST with a JSON body over the hook's session, without auth.
     :param log: the hook's logger.
-    :raises KiboConfigurationError: a pre-issued token that cannot go into a header (a line break, say).
     """
 
     def __init__(
@@ -110,15 +90,6 @@ class KiboOAuth(AuthBase):
         post: Callable[[str, dict[str, Any]], requests.Response],
         log: _Log,
     ) -> None:
-        if (
-            settings.access_token
-            and not settings.client_id
-            and (problem := token_problem(settings.access_token))
-        ):
-            raise KiboConfigurationError(
-                f"Kibo connection {settings.conn_id!r} is not usable: extra 'access_token' is not a usable "
-                f"bearer token: {problem} (paste it on one line)"
-            )
         self._settings = settings
         self._policy = policy
         self._limits = limits

@@ -57,6 +57,16 @@ def test_access_token_used_when_login_and_password_are_empty() -> None:
     assert (s.client_id, s.access_token) == (None, "tok")
 
 
+def test_a_pre_issued_token_that_cannot_go_into_a_header_is_named_not_shown() -> None:
+    with pytest.raises(KiboConfigurationError) as caught:
+        settings(login=None, password=None, tenant_id="1", environment="sandbox", access_token="tok-alpha b")
+    message = str(caught.value)
+    assert "extra 'access_token' is not a usable bearer token: the token holds a space at character 10" in (
+        message
+    )
+    assert "alpha" not in message
+
+
 @pytest.mark.parametrize(
     ("host", "login", "password", "extra", "expected"),
     [

@@ -126,6 +126,23 @@ def test_a_pre_issued_token_with_a_line_break_is_refused_without_quoting_it(
     assert emulator.requests == []
 
 
+def test_a_pre_issued_token_with_a_line_break_fails_a_dry_run_and_the_test_button_too(
+    emulator: KiboEmulator, connect: Connect
+) -> None:
+    # Checked with the connection, not at the first request: a dry run must not pass on a token that
+    # the real run would refuse, and the Test button names the problem.
+    hook = connect(emulator, "kibo_faults", login="", password="", access_token=TOKEN_WITH_A_LINE_BREAK)
+    with pytest.raises(KiboConfigurationError) as caught:
+        hook.describe_cancel(CancelOrderRequest.from_raw(1001, "created_by_mistake"))
+    assert "the token holds a line break at character 22 of 46" in str(caught.value)
+    ok, message = connect(
+        emulator, "kibo_faults", login="", password="", access_token=TOKEN_WITH_A_LINE_BREAK
+    ).test_connection()
+    assert not ok and "extra 'access_token' is not a usable bearer token" in message
+    assert "first-half" not in message + str(caught.value) and "second-half" not in message
+    assert emulator.requests == []
+
+
 def test_an_issued_token_with_a_line_break_is_an_error_that_does_not_quote_it(
     emulator: KiboEmulator, connect: Connect
 ) -> None:
