@@ -155,18 +155,23 @@ def postgres_server(log_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def redis_server(log_dir: Path) -> Iterator[str]:
-    """Redis on 127.0.0.1 with no persistence; yields the broker URL."""
+def redis_server(log_dir: Path, *, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Redis on 127.0.0.1 with no persistence; yields its URL. ``tls`` (certificate, key): TLS only,
+    ``rediss://``, no client certificate asked for."""
     root = Path(tempfile.mkdtemp(prefix="kibo-redis-"))
     port = free_port()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        cert, key = tls
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert)]
+        listen += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
     with (log_dir / "redis.log").open("wb") as log:
         proc = subprocess.Popen(
             [
                 "redis-server",
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(port),
+                *listen,
                 "--save",
                 "",
                 "--appendonly",
@@ -182,7 +187,7 @@ def redis_server(log_dir: Path) -> Iterator[str]:
         )
     try:
         _wait_for_port(port, proc, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"{'rediss' if tls else 'redis'}://127.0.0.1:{port}/0"
     finally:
         _stop_group(proc)
         shutil.rmtree(root, ignore_errors=True)

@@ -34,6 +34,7 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     SENT_WINDOW,
     LocalTenantBudget,
 )
+from airflow_provider_kibo_cancel.safety import shown
 
 #: Seconds on the per-task budget after a Redis failure before Redis is tried again.
 RETRY_STORE_AFTER = 30.0
@@ -121,13 +122,54 @@ def keys(tenant_id: str, environment: str) -> dict[str, str]:
     return {name: base + name for name in ("pause", "tat", "learned", "sent", "seq")}
 
 
+#: The TLS extras of an Airflow Redis connection, as the Redis provider's ``RedisHook`` reads them.
+SSL_CERT_REQS = ("required", "optional", "none")
+_SSL_PATHS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def _true(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "false", "0"):
+        return str(value).strip().lower() in ("true", "1")
+    raise ValueError(f"extra '{field}' must be true or false, got {shown(value)}")
+
+
+def tls_options(conn_type: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The client's TLS arguments from a connection (``rediss`` or extra ``ssl``, and the ``ssl_*``
+    extras: a private CA, a client certificate, the verify mode); empty without TLS."""
+    if (conn_type or "").lower() != "rediss" and not _true(extra.get("ssl", False), "ssl"):
+        return {}
+    options: dict[str, Any] = {"ssl": True}
+    reqs = extra.get("ssl_cert_reqs")
+    if reqs not in (None, ""):
+        if str(reqs).strip().lower() not in SSL_CERT_REQS:
+            raise ValueError(
+                f"extra 'ssl_cert_reqs' must be one of {', '.join(SSL_CERT_REQS)}, got {shown(reqs)}"
+            )
+        options["ssl_cert_reqs"] = str(reqs).strip().lower()
+    for name in _SSL_PATHS:
+        if extra.get(name) not in (None, ""):
+            options[name] = str(extra[name]).strip()
+    if extra.get("ssl_check_hostname") not in (None, ""):
+        options["ssl_check_hostname"] = _true(extra["ssl_check_hostname"], "ssl_check_hostname")
+    return options
+
+
 def client_for(conn: Any) -> redis.Redis:
-    """One client (and connection pool) per Redis server and database in this process."""
+    """One client (and connection pool) per Redis server, database and TLS set-up in this process."""
     extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-    tls = (conn.conn_type or "").lower() == "rediss" or str(extra.get("ssl", "")).lower() in ("true", "1")
+    tls = tls_options(conn.conn_type, extra)
     schema = (conn.schema or "").strip().lstrip("/")
     db = int(schema) if schema.isdigit() else int(extra.get("db", 0) or 0)
-    key = (conn.host or "127.0.0.1", int(conn.port or 6379), db, conn.login or None, conn.password, tls)
+    key = (
+        conn.host or "127.0.0.1",
+        int(conn.port or 6379),
+        db,
+        conn.login or None,
+        conn.password,
+        tuple(sorted(tls.items())),
+    )
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
         if client is None:
@@ -137,13 +179,22 @@ def client_for(conn: Any) -> redis.Redis:
                 db=db,
                 username=key[3],
                 password=conn.password or None,
-                ssl=tls,
                 socket_timeout=STORE_TIMEOUT,
                 socket_connect_timeout=STORE_TIMEOUT,
                 # One try: a store that is down costs each call one refused connection, not a backoff.
                 retry=Retry(NoBackoff(), 0),
+                **tls,
             )
         return client
+
+
+def failure(exc: BaseException, password: str | None = None) -> str:
+    """What went wrong with the store, for the log: the error's kind and its first line, cut short, the
+    password (should a message ever quote it) masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if password:
+        text = text.replace(password, "***")
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 class RedisTenantBudget:
@@ -158,8 +209,10 @@ class RedisTenantBudget:
         cap: float | None,
         log: Any,
         store: str = "Redis",
+        password: str | None = None,
     ) -> None:
         self._client = client
+        self._password = password  # only to mask it, should an error message ever quote it
         self._keys = keys(tenant_id, environment)
         self._cap = cap
         self._log = log
@@ -193,9 +246,17 @@ class RedisTenantBudget:
             store = f"Redis connection {conn_id!r} ({conn.host or '127.0.0.1'}:{conn.port or 6379})"
         except Exception as exc:  # a missing or malformed connection: the run goes on per task
             budget = cls(None, tenant_id=tenant_id, environment=environment, cap=cap, log=log)
-            budget._fall_back(f"connection {conn_id!r} cannot be used ({type(exc).__name__})")
+            budget._fall_back(f"connection {conn_id!r} cannot be used ({failure(exc)})")
             return budget
-        return cls(client, tenant_id=tenant_id, environment=environment, cap=cap, log=log, store=store)
+        return cls(
+            client,
+            tenant_id=tenant_id,
+            environment=environment,
+            cap=cap,
+            log=log,
+            store=store,
+            password=conn.password or None,
+        )
 
     # --- the store, or the fallback while it is down ------------------------------------------------
 
@@ -231,7 +292,7 @@ class RedisTenantBudget:
         try:
             return script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
-            self._fall_back(type(exc).__name__)
+            self._fall_back(failure(exc, self._password))
             return None
 
     # --- TenantBudget ------------------------------------------------------------------------------
@@ -300,7 +361,7 @@ class RedisTenantBudget:
             assert self._client is not None
             remaining = int(cast(Any, self._client.pttl(self._keys["pause"])))
         except (redis.RedisError, OSError) as exc:
-            self._fall_back(type(exc).__name__)
+            self._fall_back(failure(exc, self._password))
             return 0.0
         return max(0, remaining) / 1000
 

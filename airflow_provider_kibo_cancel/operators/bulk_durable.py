@@ -33,8 +33,8 @@ def open_durable_run(
     store = task_state_store(context)
     if store is None:
         log.info(
-            "durable=True has no effect on this Airflow (no task state store before 3.3): each try "
-            "starts afresh"
+            "durable=True has no effect here: the task context has no task state store (Airflow 3.3+ "
+            "gives one to every running task): each try starts afresh"
         )
         return None
     return DurableBulkRun(

@@ -222,8 +222,9 @@ class CancelOrderOperator(BaseOperator):
         if store is None:
             if self.durable and applied:
                 self.log.info(
-                    "durable=True has no effect on this Airflow (no task state store before 3.3): a retry "
-                    "finding the order canceled reports it as canceled already"
+                    "durable=True has no effect here: the task context has no task state store (Airflow "
+                    "3.3+ gives one to every running task): a retry finding the order canceled reports it "
+                    "as canceled already"
                 )
             return False
         this_try = try_number(context)

@@ -327,7 +327,8 @@ def test_without_a_task_state_store_each_try_starts_afresh_with_a_note(
     summary = operator.execute(context_for(None, 1))
     assert summary["canceled"] == [1001, 1002]
     assert [line for line in lines if "durable=True has no effect" in line] == [
-        "durable=True has no effect on this Airflow (no task state store before 3.3): each try starts afresh"
+        "durable=True has no effect here: the task context has no task state store (Airflow 3.3+ gives one "
+        "to every running task): each try starts afresh"
     ]
     assert _bulk(orders=[1001, 1002]).execute(context_for(None, 2))["already_canceled"] == [1001, 1002]
 
