@@ -190,7 +190,6 @@ class KiboHook(BaseHook):
         return self._auth.current if self._auth is not None else None
 
     def _new_session(self, settings: KiboConnectionSettings) -> requests.Session:
-        # Built first: a pre-issued token that cannot go into a header fails before any session exists.
         auth = KiboOAuth(
             settings,
             policy=self._retry,
@@ -211,6 +210,10 @@ class KiboHook(BaseHook):
         return {url: get_environ_proxies(url) for url in (settings.base_url, settings.auth_url)}
 
     def get_conn(self) -> requests.Session:
+        """
+        The hook's session, its Kibo headers and OAuth token attached. It belongs to the hook: keep the
+        hook while using it (a session whose hook is gone fetches no token and says so).
+        """
         return self.session
 
     # --- public API -------------------------------------------------------------------------------------

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
 import pytest
 import requests
 
-from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, token_problem
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
-from airflow_provider_kibo_cancel.exceptions import KiboAuthenticationError, KiboConfigurationError
-from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, token_problem
+from airflow_provider_kibo_cancel.exceptions import (
+    KiboAuthenticationError,
+    KiboConfigurationError,
+    KiboStoppedError,
+)
+from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
 from tests.support import APP_KEY, SHARED_SECRET, TENANT
@@ -103,6 +108,14 @@ def test_kibo_oauth_refuses_a_pre_issued_token_with_a_line_break_unquoted(emulat
         oauth_for(emulator, login=None, password=None, extra={"access_token": "half-one\nhalf-two"})
     assert "the token holds a line break" in str(caught.value)
     assert "half-one" not in str(caught.value) and "half-two" not in str(caught.value)
+
+
+def test_a_session_whose_hook_is_gone_fetches_no_token_and_says_so(kibo_conn: KiboEmulator) -> None:
+    session = KiboHook().get_conn()  # the hook is dropped here: hook -> session -> auth holds no cycle
+    gc.collect()
+    with pytest.raises(KiboStoppedError, match="the KiboHook of this session is gone"):
+        session.get(f"{kibo_conn.url}/api/v2/order/1001", timeout=5)
+    assert kibo_conn.requests == []
 
 
 def test_the_hooks_session_authenticates_with_its_kibo_oauth(kibo_conn: KiboEmulator) -> None:
