@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from airflow_provider_kibo_cancel.connection_urls import plain_http_refused, resolve_urls
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
@@ -60,7 +60,8 @@ _SECRET_FIELDS = frozenset({"client_secret", "access_token"})
 class KiboConnectionSettings(BaseModel):
     """A `kibo` connection, checked: everything the hook needs to address and authenticate calls."""
 
-    model_config = ConfigDict(frozen=True)
+    # hide_input_in_errors: pydantic's messages would otherwise quote the values, the secrets among them.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     conn_id: str
     tenant_id: str
@@ -80,6 +81,14 @@ class KiboConnectionSettings(BaseModel):
     # The tenant budget (hooks/tenant_budget.py): a shared cap and the Redis connection holding it.
     tenant_requests_per_second: float | None = None
     rate_limit_conn_id: str | None = None
+
+    @field_validator("access_token")
+    @classmethod
+    def _sendable_token(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # from_connection checks this first, with every other problem; here for settings built directly.
+        if value and (error := bearer_token_error(str(info.data.get("conn_id", "?")), value)):
+            raise error  # not a ValueError: pydantic passes it on as it is
+        return value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -228,6 +237,17 @@ def token_problem(value: str) -> str | None:
             )
             return f"the token holds {kind} at character {position} of {len(value.strip())}"
     return None
+
+
+def bearer_token_error(conn_id: str, token: str) -> KiboConfigurationError | None:
+    """The error for a pre-issued token that cannot go into a header, or None; the token is not shown."""
+    problem = token_problem(token)
+    if problem is None:
+        return None
+    return KiboConfigurationError(
+        f"Kibo connection {conn_id!r} is not usable: extra 'access_token' is not a usable bearer token: "
+        f"{problem} (paste it on one line)"
+    )
 
 
 def _bearer_token(value: Any) -> str:

@@ -32,7 +32,7 @@ MOVES: dict[str, dict[str, str]] = {
         "*": f"{PKG}.cancel_request",
     },
     f"{PKG}.safety": {
-        "token_problem": f"{PKG}.hooks.auth",
+        "token_problem": f"{PKG}.connection",
     },
     f"{PKG}.operators.bulk_runner": {
         **{

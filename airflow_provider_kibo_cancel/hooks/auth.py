@@ -16,7 +16,7 @@ import requests
 from requests.auth import AuthBase
 
 from airflow_provider_kibo_cancel import metrics
-from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, token_problem
+from airflow_provider_kibo_cancel.connection import KiboConnectionSettings, bearer_token_error, token_problem
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
     KiboResponseError,
@@ -79,6 +79,7 @@ class KiboOAuth(AuthBase):
     :param limits: the connection's retry limits.
     :param post: sends one POST with a JSON body over the hook's session, without auth.
     :param log: the hook's logger.
+    :raises KiboConfigurationError: a pre-issued token that cannot go into a header (a line break, say).
     """
 
     def __init__(
@@ -90,6 +91,11 @@ class KiboOAuth(AuthBase):
         post: Callable[[str, dict[str, Any]], requests.Response],
         log: _Log,
     ) -> None:
+        # Settings from from_connection() were checked already; a model_copy(update=...) was not, and
+        # http.client would quote the token in its error.
+        token = settings.access_token if not settings.client_id else None
+        if token and (error := bearer_token_error(settings.conn_id, token)):
+            raise error
         self._settings = settings
         self._policy = policy
         self._limits = limits

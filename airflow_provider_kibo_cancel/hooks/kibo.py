@@ -377,7 +377,7 @@ class KiboHook(BaseHook):
         fresh token for this call; a 403 one per token (Kibo's own clients do both: a token issued before
         a permission change is refused with 403), see :meth:`.KiboOAuth.should_refresh`.
         """
-        auth = self.auth  # a pre-issued token that cannot be sent fails here, as the configuration it is
+        auth = self.auth
         url = self.settings.base_url + path
         what = f"{method} {path}"
         record = CallRecord()

@@ -138,9 +138,12 @@ def _true(value: Any, field: str) -> bool:
 def tls_options(conn_type: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The client's TLS arguments from a connection (``rediss`` or extra ``ssl``, and the ``ssl_*``
     extras: a private CA, a client certificate, the verify mode); empty without TLS."""
-    if (conn_type or "").lower() != "rediss" and not _true(extra.get("ssl", False), "ssl"):
+    ssl = extra.get("ssl")
+    if (conn_type or "").lower() != "rediss" and not (ssl not in (None, "") and _true(ssl, "ssl")):
         return {}
-    options: dict[str, Any] = {"ssl": True}
+    # A key's passphrase: given, or "" so that an encrypted key fails at once instead of OpenSSL asking
+    # for it on the terminal (and holding the task until someone types).
+    options: dict[str, Any] = {"ssl": True, "ssl_password": str(extra.get("ssl_password") or "")}
     reqs = extra.get("ssl_cert_reqs")
     if reqs not in (None, ""):
         if str(reqs).strip().lower() not in SSL_CERT_REQS:
@@ -156,9 +159,15 @@ def tls_options(conn_type: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def extra_of(conn: Any) -> dict[str, Any]:
+    """A connection's extras as a dict (empty when it has none, or they are not a JSON object)."""
+    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    return extra if isinstance(extra, dict) else {}
+
+
 def client_for(conn: Any) -> redis.Redis:
     """One client (and connection pool) per Redis server, database and TLS set-up in this process."""
-    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    extra = extra_of(conn)
     tls = tls_options(conn.conn_type, extra)
     schema = (conn.schema or "").strip().lstrip("/")
     db = int(schema) if schema.isdigit() else int(extra.get("db", 0) or 0)
@@ -188,12 +197,13 @@ def client_for(conn: Any) -> redis.Redis:
         return client
 
 
-def failure(exc: BaseException, password: str | None = None) -> str:
+def failure(exc: BaseException, *secrets: str | None) -> str:
     """What went wrong with the store, for the log: the error's kind and its first line, cut short, the
-    password (should a message ever quote it) masked."""
+    password and key passphrase (should a message ever quote them) masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if password:
-        text = text.replace(password, "***")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
@@ -209,10 +219,10 @@ class RedisTenantBudget:
         cap: float | None,
         log: Any,
         store: str = "Redis",
-        password: str | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._client = client
-        self._password = password  # only to mask it, should an error message ever quote it
+        self._secrets = secrets  # only to mask them, should an error message ever quote one
         self._keys = keys(tenant_id, environment)
         self._cap = cap
         self._log = log
@@ -255,7 +265,11 @@ class RedisTenantBudget:
             cap=cap,
             log=log,
             store=store,
-            password=conn.password or None,
+            secrets=tuple(
+                secret
+                for secret in (conn.password, extra_of(conn).get("ssl_password"))
+                if isinstance(secret, str) and secret
+            ),
         )
 
     # --- the store, or the fallback while it is down ------------------------------------------------
@@ -292,7 +306,7 @@ class RedisTenantBudget:
         try:
             return script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
-            self._fall_back(failure(exc, self._password))
+            self._fall_back(failure(exc, *self._secrets))
             return None
 
     # --- TenantBudget ------------------------------------------------------------------------------
@@ -361,7 +375,7 @@ class RedisTenantBudget:
             assert self._client is not None
             remaining = int(cast(Any, self._client.pttl(self._keys["pause"])))
         except (redis.RedisError, OSError) as exc:
-            self._fall_back(failure(exc, self._password))
+            self._fall_back(failure(exc, *self._secrets))
             return 0.0
         return max(0, remaining) / 1000
 

@@ -362,10 +362,12 @@ class BulkCancelOrdersOperator(BaseOperator):
         self.log.warning("Bulk cancel told to stop: no further cancel will be sent")
 
     def _dry_run(self, context: Context, plan: BulkCancelPlan) -> BulkCancelSummary:
+        # The connection is read (nothing is sent): a dry run passes only where the real run could start.
+        self.hook.settings  # noqa: B018
         summary = build_summary(plan, None)
         self.log.info("Dry run, nothing sent. Would cancel: %s", summary["would_cancel"])
         self._push_summary(context, summary)
-        if self.outlets:  # the event names the tenant, so the connection is read; nothing is sent
+        if self.outlets:  # the event names the tenant
             self._dry_run_event(context, self.hook, summary)
         return summary
 

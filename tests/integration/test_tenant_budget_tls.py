@@ -4,6 +4,7 @@ services run (the Redis provider's extras ``ssl_ca_certs``, ``ssl_cert_reqs``, .
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,41 @@ def test_without_the_ca_the_budget_says_why_and_goes_on_per_task(
     # Nothing was shared: another task's own budget knows of no pause and sends its cancel.
     cancel(2).execute({})
     assert tenant.cancels_applied(2) == 1
+
+
+def test_a_client_certificate_with_an_encrypted_key_needs_its_passphrase(
+    tls_redis: tuple[str, Path],
+    tenant: KiboEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    url, ca = tls_redis
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "1", "-subj", "/CN=kibo-client"),
+            *("-passout", "pass:key-passphrase", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = {"ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    # Without the passphrase: refused at once (no prompt on a terminal), said once, the run goes on.
+    use_redis(monkeypatch, tenant, url, **tls)
+    cancel(1).execute({})
+    captured = capsys.readouterr()
+    assert "The shared rate budget's store cannot be reached" in captured.out + captured.err
+    assert tenant.cancels_applied(1) == 1
+    # With it: the shared pause works over the client certificate.
+    use_redis(monkeypatch, tenant, url, **tls, ssl_password="key-passphrase")
+    tenant.inject("status", status=429, retry_after="3600", order_id=2)
+    with pytest.raises(TaskDeferred):
+        cancel(2).execute({})
+    sent = len(tenant.requests)
+    with pytest.raises(TaskDeferred):
+        cancel(3).execute({})
+    assert len(tenant.requests) == sent
+    captured = capsys.readouterr()
+    assert "cannot be reached" not in captured.out + captured.err
+    assert "key-passphrase" not in captured.out + captured.err

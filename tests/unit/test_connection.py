@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from airflow_provider_kibo_cancel.connection import KiboConnectionSettings
 from airflow_provider_kibo_cancel.exceptions import KiboConfigurationError
@@ -65,6 +66,17 @@ def test_a_pre_issued_token_that_cannot_go_into_a_header_is_named_not_shown() ->
         message
     )
     assert "alpha" not in message
+
+
+def test_settings_built_directly_refuse_such_a_token_too_and_never_quote_a_value() -> None:
+    base = settings(login=None, password=None, tenant_id="1", environment="sandbox", access_token="tok-ok")
+    with pytest.raises(KiboConfigurationError, match="line break at character 10") as caught:
+        KiboConnectionSettings(**{**base.model_dump(), "access_token": "tok-alpha\r\nX-Evil: 1"})
+    assert "alpha" not in str(caught.value) and "Evil" not in str(caught.value)
+    # Any other invalid value: pydantic's message names the field, never the value.
+    with pytest.raises(ValidationError) as invalid:
+        KiboConnectionSettings(**{**base.model_dump(), "client_secret": ["s3cret-value"]})
+    assert "client_secret" in str(invalid.value) and "s3cret-value" not in str(invalid.value)
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,13 @@ from airflow_provider_kibo_cancel.hooks.redis_budget import failure, tls_options
 def test_without_tls_the_client_gets_no_tls_arguments() -> None:
     assert tls_options("redis", {}) == {}
     assert tls_options("redis", {"ssl": False, "ssl_ca_certs": "/ignored.pem"}) == {}
+    # Unset, as the Redis provider reads them (an empty form field, a JSON null).
+    assert tls_options("redis", {"ssl": None}) == tls_options("redis", {"ssl": ""}) == {}
 
 
 def test_rediss_or_extra_ssl_turn_tls_on_with_the_redis_providers_extras() -> None:
-    assert tls_options("rediss", {}) == {"ssl": True}
+    # No passphrase given: "", so an encrypted key fails at once rather than OpenSSL asking on a terminal.
+    assert tls_options("rediss", {}) == {"ssl": True, "ssl_password": ""}
     extra = {
         "ssl": "true",
         "ssl_cert_reqs": "Required",
@@ -23,9 +26,11 @@ def test_rediss_or_extra_ssl_turn_tls_on_with_the_redis_providers_extras() -> No
         "ssl_certfile": "/etc/client.pem",
         "ssl_keyfile": "/etc/client.key",
         "ssl_check_hostname": "false",
+        "ssl_password": "key-passphrase",
     }
     assert tls_options("redis", extra) == {
         "ssl": True,
+        "ssl_password": "key-passphrase",
         "ssl_cert_reqs": "required",
         "ssl_ca_certs": "/etc/ca.pem",
         "ssl_certfile": "/etc/client.pem",
@@ -49,7 +54,7 @@ def test_a_bad_tls_extra_is_named(extra: dict[str, str], message: str) -> None:
 
 def test_a_store_failure_is_told_by_kind_and_first_line_with_the_password_masked() -> None:
     exc = redis.ConnectionError("Error 1 connecting to 127.0.0.1:6380. [SSL] s3cret-pw failed.\nmore")
-    assert failure(exc, "s3cret-pw") == (
+    assert failure(exc, None, "s3cret-pw") == (
         "ConnectionError: Error 1 connecting to 127.0.0.1:6380. [SSL] *** failed."
     )
     assert failure(redis.TimeoutError()) == "TimeoutError"

@@ -391,3 +391,27 @@ def test_a_mapping_that_is_not_a_dict_is_not_iterated_as_orders() -> None:
 
     with pytest.raises(KiboValidationError, match="a single dict"):
         plan_bulk_cancel(MappingProxyType({1001: "x"}), "created_by_mistake")
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_a_dry_run_refuses_a_connection_the_real_run_would_refuse(
+    emulator: KiboEmulator, connect: Connect, bulk: bool
+) -> None:
+    # Nothing is sent either way, but a dry run that passes on a token the real run refuses proves nothing.
+    connect(emulator, login="", password="", access_token="first-half\nsecond-half")
+    operator: Any = (
+        BulkCancelOrdersOperator(
+            task_id="dry", orders=[1001, 1002], disposition_reason="created_by_mistake", dry_run=True
+        )
+        if bulk
+        else CancelOrderOperator(
+            task_id="dry", order_id=1001, disposition_reason="created_by_mistake", dry_run=True
+        )
+    )
+    with pytest.raises(permanent_errors()) as caught:
+        operator.execute({"ti": _TaskInstance()})
+    assert "extra 'access_token' is not a usable bearer token: the token holds a line break" in str(
+        caught.value
+    )
+    assert "first-half" not in str(caught.value)
+    assert emulator.requests == []
