@@ -244,10 +244,11 @@ def bearer_token_error(conn_id: str, token: str) -> KiboConfigurationError | Non
     problem = token_problem(token)
     if problem is None:
         return None
-    return KiboConfigurationError(
-        f"Kibo connection {conn_id!r} is not usable: extra 'access_token' is not a usable bearer token: "
-        f"{problem} (paste it on one line)"
-    )
+    return KiboConfigurationError(f"Kibo connection {conn_id!r} is not usable: {_unsendable(problem)}")
+
+
+def _unsendable(problem: str) -> str:
+    return f"extra 'access_token' is not a usable bearer token: {problem} (paste it on one line)"
 
 
 def _bearer_token(value: Any) -> str:
@@ -255,9 +256,7 @@ def _bearer_token(value: Any) -> str:
     token = str(value).strip()
     if problem := token_problem(token):
         # Checked here, not at the first request: a dry run and the Test button must see it too.
-        raise ValueError(
-            f"extra 'access_token' is not a usable bearer token: {problem} (paste it on one line)"
-        )
+        raise ValueError(_unsendable(problem))
     return token
 
 
