@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -122,3 +124,17 @@ def assert_no_retry(operator: Any, exc: BaseException) -> None:
         return
     decision = operator.retry_policy.evaluate(exc, 1, 3)
     assert decision.action.value == "fail", (exc, decision)
+
+
+@contextlib.contextmanager
+def one_heavy_stack_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hold the machine's one slot for a test that runs a scheduler with many task processes and asserts
+    a pace: two of them at once on two cores starve the API server both talk to (execution API calls
+    time out, tasks fail). A lock file every pytest-xdist worker of the run shares; other tests go on."""
+    lock = tmp_path_factory.getbasetemp().parent / "kibo-heavy-stack.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from functools import cached_property
@@ -47,6 +48,9 @@ from airflow_provider_kibo_cancel.routes import CANCEL_PATH, ORDER_PATH
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+#: Seconds before a connection Airflow says is not defined is asked for again.
+CONNECTION_RECHECK_DELAY = 2.0
 
 # Session creation is rare (once per hook) and quick; one lock for all hooks keeps __init__ untouched.
 # functools.cached_property no longer locks from Python 3.12 on, so it cannot guard the session.
@@ -131,6 +135,12 @@ class KiboHook(BaseHook):
 
     @cached_property
     def connection(self) -> Connection:
+        try:
+            return self.get_connection(self.kibo_conn_id)
+        except AirflowNotFoundException:
+            # Airflow reports a connection it could not read (a secrets backend or the API server that
+            # timed out) as not defined: asked once more before the miss is taken as configuration.
+            time.sleep(CONNECTION_RECHECK_DELAY)
         try:
             return self.get_connection(self.kibo_conn_id)
         except AirflowNotFoundException:

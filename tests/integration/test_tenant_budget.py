@@ -26,7 +26,14 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from devtools.distributed import redis_server
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, kibo_emulator
+from tests.support import (
+    APP_KEY,
+    SHARED_SECRET,
+    TENANT,
+    kibo_connection,
+    kibo_emulator,
+    one_heavy_stack_at_a_time,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,6 +57,13 @@ def ensure_redis_server() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The pace proofs of this file do not share the machine with another heavy stack (tests.support)."""
+    with one_heavy_stack_at_a_time(tmp_path_factory):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from tests.dags_budget.kibo_tenant_budget import (
     MAPPED_ORDERS,
 )
 from tests.integration.test_tenant_budget import BUDGET, LIMIT, RETRY_AFTER, ensure_redis_server
-from tests.support import kibo_connection, kibo_emulator
+from tests.support import kibo_connection, kibo_emulator, one_heavy_stack_at_a_time
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -44,7 +44,10 @@ def tenant() -> Iterator[KiboEmulator]:
 
 
 def test_bulk_tasks_and_mapped_cancels_share_one_budget_under_a_scheduler(
-    tmp_path: Path, tenant: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tenant: KiboEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
     ensure_redis_server()
@@ -52,6 +55,7 @@ def test_bulk_tasks_and_mapped_cancels_share_one_budget_under_a_scheduler(
     env.home.mkdir()
     env.migrate()
     with (
+        one_heavy_stack_at_a_time(tmp_path_factory),
         redis_server(tmp_path) as redis_url,
         AirflowStack(env, extra_env={"AIRFLOW__CORE__PARALLELISM": "8"}) as stack,
     ):

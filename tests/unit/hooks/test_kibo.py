@@ -6,19 +6,23 @@ import gc
 import json
 import time
 import weakref
+from typing import Any
 
 import pytest
 import requests
 
+from airflow_provider_kibo_cancel._compat import AirflowNotFoundException
 from airflow_provider_kibo_cancel.cancel_request import CancelOrderRequest
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
+    KiboConfigurationError,
     KiboConflictError,
     KiboForbiddenError,
     KiboNotFoundError,
     KiboResponseError,
 )
+from airflow_provider_kibo_cancel.hooks import kibo as hook_module
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
 from tests.support import APP_KEY, COMPLETED_ORDER, SHARED_SECRET, TENANT, Connect
 
@@ -227,6 +231,42 @@ def test_test_connection_names_a_bad_configuration(monkeypatch: pytest.MonkeyPat
     ok, message = KiboHook().test_connection()
     assert not ok
     assert "tenant_id' is required" in message
+
+
+def test_a_connection_airflow_could_not_read_once_is_asked_again(
+    kibo_conn: KiboEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Airflow's task SDK reports a connection lookup that failed (the API server timed out) as "isn't
+    # defined": one miss must not fail the task as configuration, without retries.
+    real = KiboHook.get_connection
+    lookups: list[str] = []
+
+    def flaky(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        if len(lookups) == 1:
+            raise AirflowNotFoundException(f"The conn_id `{conn_id}` isn't defined")
+        return real(conn_id)
+
+    monkeypatch.setattr(hook_module, "CONNECTION_RECHECK_DELAY", 0.01)
+    monkeypatch.setattr(KiboHook, "get_connection", staticmethod(flaky))
+    assert KiboHook().get_order(1001)["orderID"] == 1001
+    assert lookups[:2] == ["kibo_default", "kibo_default"]
+
+
+def test_a_connection_still_missing_when_asked_again_is_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hook_module, "CONNECTION_RECHECK_DELAY", 0.01)
+    lookups: list[str] = []
+
+    def missing(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        raise AirflowNotFoundException(f"The conn_id `{conn_id}` isn't defined")
+
+    monkeypatch.setattr(KiboHook, "get_connection", staticmethod(missing))
+    with pytest.raises(KiboConfigurationError, match="The Kibo connection 'kibo_nowhere' does not exist"):
+        KiboHook(kibo_conn_id="kibo_nowhere").settings  # noqa: B018
+    assert lookups == ["kibo_nowhere", "kibo_nowhere"]
 
 
 def test_a_dropped_hook_is_freed_at_once(emulator: KiboEmulator, connect: Connect) -> None:
