@@ -7,6 +7,7 @@ per run; Kibo's 15 s block makes every 429 episode expensive, which is the point
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -155,6 +156,14 @@ def batches(first: int, tasks: int = TASKS, per_task: int = ORDERS_PER_TASK) -> 
 
 def cancel_times(emu: KiboEmulator) -> list[float]:
     return sorted(r.received_at for r in emu.requests_to("cancel"))
+
+
+def busy_seconds(times: list[float], idle: float = 1.0) -> float:
+    """How long requests took to go out, leaving out gaps longer than ``idle``: a second without a
+    request is no demand (the next task still queued or starting), not the budget holding requests back
+    (it spaces them 1/BUDGET apart, and without a 429 nothing pauses)."""
+    ordered = sorted(times)
+    return sum(gap for first, then in itertools.pairwise(ordered) if (gap := then - first) <= idle)
 
 
 def assert_all_canceled(emu: KiboEmulator, results: list[dict[str, Any]]) -> None:
