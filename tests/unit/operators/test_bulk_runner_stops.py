@@ -43,11 +43,34 @@ def assert_nothing_sent_after(emulator: KiboEmulator, moment: float) -> None:
     assert late == [], f"{len(late)} cancels reached Kibo after the run ended"
 
 
+def after_the_first_cancel(
+    emulator: KiboEmulator, action: Any, *args: Any, delay: float = 0.3
+) -> list[float]:
+    """Run ``action`` ``delay`` s after the emulator received the first cancel, in a thread; the list
+    gets the moment it ran (and stays empty, the action not taken, when no cancel came within 30 s). Not
+    after a fixed time from the start: on a busy machine the hook may take longer than that to send
+    anything, and the stop would come before the run it is meant to stop."""
+    ran_at: list[float] = []
+
+    def wait_then_act() -> None:
+        deadline = time.monotonic() + 30
+        while not emulator.requests_to("cancel"):
+            if time.monotonic() > deadline:
+                return  # the test fails on its own; a late SIGINT would stop the whole session
+            time.sleep(0.01)
+        time.sleep(delay)
+        ran_at.append(time.monotonic())
+        action(*args)
+
+    threading.Thread(target=wait_then_act, daemon=True).start()
+    return ran_at
+
+
 def test_stop_ends_a_run_and_nothing_is_sent_after_it_returns(
     emulator: KiboEmulator, connect: Connect
 ) -> None:
     run = slow_run(emulator, connect)
-    threading.Timer(0.4, run.stop).start()
+    after_the_first_cancel(emulator, run.stop)
     outcome = run.run()
     ended = time.time()
     time.sleep(0.5)
@@ -67,7 +90,7 @@ def test_an_interrupt_stops_the_run_and_is_re_raised(emulator: KiboEmulator, con
     # workers ignore SIGINT, so the default handler is put back for this test.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()
+        after_the_first_cancel(emulator, os.kill, os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
             run.run()
     finally:
@@ -94,11 +117,10 @@ def test_a_retry_waiting_in_backoff_is_not_sent_after_a_stop(
     hook = connect(emulator, "kibo_faults", backoff_base=5)
     hook.authenticate()
     emulator.inject("status", status=503, times=None)
-    threading.Timer(0.5, hook.stop).start()
-    started = time.monotonic()
+    stopped_at = after_the_first_cancel(emulator, hook.stop)
     with pytest.raises(KiboStoppedError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
-    assert time.monotonic() - started < 2.0  # the 2.5-5 s backoff ended at the stop
+    assert stopped_at and time.monotonic() - stopped_at[0] < 1.0  # the 2.5-5 s backoff ended at the stop
     assert caught.value.sent and caught.value.may_have_applied
     assert len(emulator.requests_to("cancel")) == 1
 
@@ -158,7 +180,7 @@ def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, connect: Conn
     )
     ti = _TaskInstance()
     # What the task runner's SIGTERM handler does (kill, "mark failed"): call on_kill while execute runs.
-    threading.Timer(0.5, operator.on_kill).start()
+    after_the_first_cancel(emulator, operator.on_kill)
     with pytest.raises(KiboBulkCancelError, match="Bulk cancel stopped early: the task was stopped"):
         operator.execute({"ti": ti})  # type: ignore[typeddict-item]
     ended = time.time()
@@ -199,19 +221,7 @@ def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
     operator = CancelOrderOperator(
         task_id="one", order_id=1001, disposition_reason="created_by_mistake", kibo_conn_id="kibo_faults"
     )
-    killed_at: list[float] = []
-
-    def kill_during_the_backoff() -> None:
-        # After the first cancel (its 503 starts a 2-4 s backoff), not after a fixed time: on a busy
-        # machine the hook may take longer than that to send it.
-        deadline = time.monotonic() + 30
-        while not emulator.requests_to("cancel") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)
-        killed_at.append(time.monotonic())
-        operator.on_kill()
-
-    threading.Thread(target=kill_during_the_backoff, daemon=True).start()
+    killed_at = after_the_first_cancel(emulator, operator.on_kill)  # its 503 starts a 2-4 s backoff
     with pytest.raises(KiboStoppedError):
         operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
     assert killed_at and time.monotonic() - killed_at[0] < 1.0  # the 2-4 s backoff ended at the kill
