@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
+from airflow_provider_kibo_cancel.emulator.tenant_limit import LIMITED_ENDPOINTS
 from devtools.airflow_local import AirflowEnv, AirflowStack
 from devtools.distributed import redis_server
 from tests.dags_budget.kibo_tenant_budget import (
@@ -39,9 +40,10 @@ BULK = range(BULK_FIRST, BULK_FIRST + BULK_TASKS * BULK_ORDERS)
 MAPPED = range(MAPPED_FIRST, MAPPED_FIRST + MAPPED_ORDERS)
 #: Kibo's limit here: half as much again as the budget, where the other budget tests keep a fifth. This
 #: test runs beside the rest of the suite on 2 cores (8 task processes, a scheduler, an API server and
-#: the other xdist worker), where requests reach the emulator in clumps: one CI run met a 429 at 40
-#: against 50/s, so 51 requests arrived within a second while the budget spaced them 1/40 s apart. The
-#: budget is what is under test, not the machine's scheduling; rate-limits.md tells users the same.
+#: the other xdist worker), where requests reach the emulator in clumps: one CI run met two 429s at 40
+#: against 50/s, so twice at least 51 requests arrived within a second while the budget spaced them
+#: 1/40 s apart. The budget is what is under test, not the machine's scheduling (rate-limits.md tells
+#: users to keep such headroom); tasks that did not share it (3 bulk tasks at 40/s each) still meet 60.
 LIMIT = 60
 
 
@@ -99,7 +101,7 @@ def test_bulk_tasks_and_mapped_cancels_share_one_budget_under_a_scheduler(
     window = [r for r in cancels if bulk_times[0] <= r.received_at <= bulk_times[-1]]
     phase, ideal = bulk_times[-1] - bulk_times[0], len(window) / BUDGET
     busy = busy_seconds([r.received_at for r in window])
-    limited = [r.received_at for r in tenant.requests if r.endpoint in ("cancel", "get_order")]
+    limited = [r.received_at for r in tenant.requests if r.endpoint in LIMITED_ENDPOINTS]
     print(
         f"scheduler: {len(cancels)} cancels, {limit}; bulk phase {phase:.2f} s ({busy:.2f} s sending) for "
         f"{len(window)} cancels, ideal {ideal:.2f} s ({busy / ideal:.2f} x); densest second "

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from airflow_provider_kibo_cancel.emulator.tenant_limit import LIMITED_ENDPOINTS
 from devtools.distributed import DistributedStack, distributed_stack
 from tests.dags_budget.kibo_tenant_budget import (
     BULK_FIRST,
@@ -83,6 +84,6 @@ def test_one_budget_across_two_celery_workers(stack: DistributedStack) -> None:
         f"({busy:.2f} s sending), ideal {ideal:.2f} s"
     )
     assert len(hosts) == 2, hosts
-    limited = [r["received_at"] for r in state["requests"] if r["endpoint"] in ("cancel", "get_order")]
+    limited = [r["received_at"] for r in state["requests"] if r["endpoint"] in LIMITED_ENDPOINTS]
     assert limit["rejected"] == 0, (limit, f"densest second: {densest_second(limited)}")
     assert busy <= 1.25 * ideal, (busy, phase, ideal)

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -43,31 +44,52 @@ def assert_nothing_sent_after(emulator: KiboEmulator, moment: float) -> None:
     assert late == [], f"{len(late)} cancels reached Kibo after the run ended"
 
 
-def after_the_first_cancel(
-    emulator: KiboEmulator, action: Any, *args: Any, delay: float = 0.3
-) -> list[float]:
-    """Run ``action`` ``delay`` s after the emulator received the first cancel, in a thread; the list
-    gets the moment it ran (and stays empty, the action not taken, when no cancel came within 30 s). Not
-    after a fixed time from the start: on a busy machine the hook may take longer than that to send
-    anything, and the stop would come before the run it is meant to stop."""
-    ran_at: list[float] = []
+class AfterTheFirstCancel:
+    """Runs an action ``delay`` s after the emulator received the first cancel, in a thread: not after a
+    fixed time from the start, since on a busy machine the hook may take longer than that to send
+    anything, and the stop would come before the run it is meant to stop. ``ran_at`` holds the moment it
+    ran; it stays empty when no cancel came within 30 s or the test ended first (``cancel()``)."""
 
-    def wait_then_act() -> None:
+    def __init__(self, emulator: KiboEmulator, action: Any, *args: Any, delay: float = 0.3) -> None:
+        self.ran_at: list[float] = []
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._wait_then_act, args=(emulator, action, args, delay))
+        self._thread.start()
+
+    def _wait_then_act(
+        self, emulator: KiboEmulator, action: Any, args: tuple[Any, ...], delay: float
+    ) -> None:
         deadline = time.monotonic() + 30
         while not emulator.requests_to("cancel"):
-            if time.monotonic() > deadline:
-                return  # the test fails on its own; a late SIGINT would stop the whole session
-            time.sleep(0.01)
-        time.sleep(delay)
-        ran_at.append(time.monotonic())
+            if time.monotonic() > deadline or self._ended.wait(0.01):
+                return
+        if self._ended.wait(delay):
+            return
+        self.ran_at.append(time.monotonic())
         action(*args)
 
-    threading.Thread(target=wait_then_act, daemon=True).start()
-    return ran_at
+    def cancel(self) -> None:
+        """Called at the test's end: the action is not taken any more, and the thread is gone."""
+        self._ended.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def after_the_first_cancel() -> Iterator[Callable[..., AfterTheFirstCancel]]:
+    """``after_the_first_cancel(emulator, action, *args)``; no action outlives the test."""
+    scheduled: list[AfterTheFirstCancel] = []
+
+    def schedule(emulator: KiboEmulator, action: Any, *args: Any) -> AfterTheFirstCancel:
+        scheduled.append(AfterTheFirstCancel(emulator, action, *args))
+        return scheduled[-1]
+
+    yield schedule
+    for each in scheduled:
+        each.cancel()
 
 
 def test_stop_ends_a_run_and_nothing_is_sent_after_it_returns(
-    emulator: KiboEmulator, connect: Connect
+    emulator: KiboEmulator, connect: Connect, after_the_first_cancel: Callable[..., AfterTheFirstCancel]
 ) -> None:
     run = slow_run(emulator, connect)
     after_the_first_cancel(emulator, run.stop)
@@ -84,16 +106,27 @@ def test_stop_ends_a_run_and_nothing_is_sent_after_it_returns(
     assert applied == {oid for oid, bucket in outcome.results.items() if bucket == CANCELED}
 
 
-def test_an_interrupt_stops_the_run_and_is_re_raised(emulator: KiboEmulator, connect: Connect) -> None:
+def test_an_interrupt_stops_the_run_and_is_re_raised(
+    emulator: KiboEmulator, connect: Connect, after_the_first_cancel: Callable[..., AfterTheFirstCancel]
+) -> None:
     run = slow_run(emulator, connect)
     # A real SIGINT, as Ctrl-C sends it (Python raises KeyboardInterrupt in the main thread); pytest-xdist
-    # workers ignore SIGINT, so the default handler is put back for this test.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # workers ignore SIGINT, so a handler that raises it is put in for this test. It is disarmed once the
+    # run has returned: a SIGINT that comes too late (a run that ended early) must not stop the session.
+    armed = True
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if armed:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    interrupting = after_the_first_cancel(emulator, os.kill, os.getpid(), signal.SIGINT)
     try:
-        after_the_first_cancel(emulator, os.kill, os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
             run.run()
     finally:
+        armed = False
+        interrupting.cancel()
         signal.signal(signal.SIGINT, previous)
     ended = time.time()
     time.sleep(0.5)
@@ -112,15 +145,17 @@ def test_a_stopped_hook_sends_nothing_and_says_so(emulator: KiboEmulator, connec
 
 
 def test_a_retry_waiting_in_backoff_is_not_sent_after_a_stop(
-    emulator: KiboEmulator, connect: Connect
+    emulator: KiboEmulator, connect: Connect, after_the_first_cancel: Callable[..., AfterTheFirstCancel]
 ) -> None:
     hook = connect(emulator, "kibo_faults", backoff_base=5)
     hook.authenticate()
     emulator.inject("status", status=503, times=None)
-    stopped_at = after_the_first_cancel(emulator, hook.stop)
+    stopping = after_the_first_cancel(emulator, hook.stop)
     with pytest.raises(KiboStoppedError) as caught:
         hook.cancel_order(1001, "created_by_mistake")
-    assert stopped_at and time.monotonic() - stopped_at[0] < 1.0  # the 2.5-5 s backoff ended at the stop
+    assert (
+        stopping.ran_at and time.monotonic() - stopping.ran_at[0] < 1.0
+    )  # the 2.5-5 s backoff ended at the stop
     assert caught.value.sent and caught.value.may_have_applied
     assert len(emulator.requests_to("cancel")) == 1
 
@@ -167,7 +202,9 @@ class _TaskInstance:
         self.pushed[key] = value
 
 
-def test_on_kill_stops_a_running_bulk_task(emulator: KiboEmulator, connect: Connect) -> None:
+def test_on_kill_stops_a_running_bulk_task(
+    emulator: KiboEmulator, connect: Connect, after_the_first_cancel: Callable[..., AfterTheFirstCancel]
+) -> None:
 
     emulator.latency = 0.05
     connect(emulator, "kibo_faults")
@@ -213,7 +250,7 @@ def test_a_kill_while_the_plan_is_checked_sends_nothing(emulator: KiboEmulator, 
 
 
 def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
-    emulator: KiboEmulator, connect: Connect
+    emulator: KiboEmulator, connect: Connect, after_the_first_cancel: Callable[..., AfterTheFirstCancel]
 ) -> None:
 
     connect(emulator, "kibo_faults", backoff_base=4)
@@ -221,8 +258,10 @@ def test_a_kill_stops_a_single_cancel_waiting_out_its_backoff(
     operator = CancelOrderOperator(
         task_id="one", order_id=1001, disposition_reason="created_by_mistake", kibo_conn_id="kibo_faults"
     )
-    killed_at = after_the_first_cancel(emulator, operator.on_kill)  # its 503 starts a 2-4 s backoff
+    killing = after_the_first_cancel(emulator, operator.on_kill)  # its 503 starts a 2-4 s backoff
     with pytest.raises(KiboStoppedError):
         operator.execute({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
-    assert killed_at and time.monotonic() - killed_at[0] < 1.0  # the 2-4 s backoff ended at the kill
+    assert (
+        killing.ran_at and time.monotonic() - killing.ran_at[0] < 1.0
+    )  # the 2-4 s backoff ended at the kill
     assert len(emulator.requests_to("cancel")) == 1
