@@ -21,6 +21,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboAuthenticationError,
     KiboResponseError,
 )
+from airflow_provider_kibo_cancel.hooks.decision import RetryLimits
 from airflow_provider_kibo_cancel.hooks.oauth import (
     FALLBACK_TOKEN_LIFETIME,
     answer_shape,
@@ -29,7 +30,7 @@ from airflow_provider_kibo_cancel.hooks.oauth import (
     token_lifetime,
 )
 from airflow_provider_kibo_cancel.hooks.responses import correlation_id, error_from
-from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.retry import RetryPolicy
 
 
 class _Log(Protocol):

@@ -29,6 +29,7 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboValidationError,
 )
 from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth, Token
+from airflow_provider_kibo_cancel.hooks.decision import Answer, CallRecord, RetryLimits
 from airflow_provider_kibo_cancel.hooks.diagnosis import connection_hint, probe_verdict
 from airflow_provider_kibo_cancel.hooks.form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_kibo_cancel.hooks.readback import settle_cancel
@@ -36,7 +37,7 @@ from airflow_provider_kibo_cancel.hooks.responses import (
     error_from,
     order_from,
 )
-from airflow_provider_kibo_cancel.hooks.retry import Answer, CallRecord, RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.retry import RetryPolicy
 from airflow_provider_kibo_cancel.hooks.tenant_budget import budget_for
 from airflow_provider_kibo_cancel.hooks.transport import new_session, prepared_template, stoppable_adapter
 from airflow_provider_kibo_cancel.provider_info import (

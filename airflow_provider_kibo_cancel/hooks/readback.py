@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 from airflow_provider_kibo_cancel.cancel_request import CANCELED_STATUS, CancelResult
 from airflow_provider_kibo_cancel.exceptions import KiboConflictError, KiboError, KiboResponseError
+from airflow_provider_kibo_cancel.hooks.decision import Answer
 from airflow_provider_kibo_cancel.hooks.responses import order_from
-from airflow_provider_kibo_cancel.hooks.retry import Answer
 
 
 class _Log(Protocol):

@@ -17,8 +17,9 @@ from airflow_provider_kibo_cancel.exceptions import (
     KiboStoppedError,
 )
 from airflow_provider_kibo_cancel.hooks.auth import BearerToken, KiboOAuth
+from airflow_provider_kibo_cancel.hooks.decision import RetryLimits
 from airflow_provider_kibo_cancel.hooks.kibo import KiboHook
-from airflow_provider_kibo_cancel.hooks.retry import RetryLimits, RetryPolicy
+from airflow_provider_kibo_cancel.hooks.retry import RetryPolicy
 from tests.support import APP_KEY, SHARED_SECRET, TENANT
 
 LIMITS = RetryLimits(max_attempts=1, backoff_base=0.0, max_retry_wait=1.0, longest_sleep=1.0)
