@@ -12,7 +12,8 @@ Redis Cluster slot) and all expiring; none holds a secret:
   being sent, for the multiplicative decrease.
 
 While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget` (seeded with the
-last rate Redis gave), said once in the log; Redis is tried again every :data:`RETRY_STORE_AFTER` s.
+last rate Redis gave, its first slot after the last one taken in Redis), said once in the log; Redis is
+tried again every :data:`RETRY_STORE_AFTER` s, and slots taken meanwhile come before its next ones.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import time
 from typing import Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from airflow_provider_kibo_cancel.hooks.redis_client import client_for, extra_of, failure
 from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     DECREASE_FACTOR,
     INCREASE_PER_MINUTE,
@@ -34,12 +34,9 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     SENT_WINDOW,
     LocalTenantBudget,
 )
-from airflow_provider_kibo_cancel.safety import shown
 
 #: Seconds on the per-task budget after a Redis failure before Redis is tried again.
 RETRY_STORE_AFTER = 30.0
-#: Seconds one Redis command may take: a store that hangs must not hold a cancel up for long.
-STORE_TIMEOUT = 1.0
 KEY_PREFIX = "kibo_cancel"
 
 # ARGV: cap (0: none), counted (0/1), sent window (ms). Returns {paused_ms, wait_ms, rate_milli, learned}.
@@ -112,99 +109,11 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return math.floor(rate * 1000)
 """
 
-_CLIENTS: dict[tuple[Any, ...], redis.Redis] = {}
-_CLIENTS_LOCK = threading.Lock()
-
 
 def keys(tenant_id: str, environment: str) -> dict[str, str]:
     """The budget's keys for one tenant and environment."""
     base = f"{KEY_PREFIX}:{{{tenant_id}:{environment}}}:"
     return {name: base + name for name in ("pause", "tat", "learned", "sent", "seq")}
-
-
-#: The TLS extras of an Airflow Redis connection, as the Redis provider's ``RedisHook`` reads them.
-SSL_CERT_REQS = ("required", "optional", "none")
-_SSL_PATHS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-
-
-def _true(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "1", "false", "0"):
-        return str(value).strip().lower() in ("true", "1")
-    raise ValueError(f"extra '{field}' must be true or false, got {shown(value)}")
-
-
-def tls_options(conn_type: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    """The client's TLS arguments from a connection (``rediss`` or extra ``ssl``, and the ``ssl_*``
-    extras: a private CA, a client certificate, the verify mode); empty without TLS."""
-    ssl = extra.get("ssl")
-    if (conn_type or "").lower() != "rediss" and not (ssl not in (None, "") and _true(ssl, "ssl")):
-        return {}
-    # A key's passphrase: given, or "" so that an encrypted key fails at once instead of OpenSSL asking
-    # for it on the terminal (and holding the task until someone types).
-    options: dict[str, Any] = {"ssl": True, "ssl_password": str(extra.get("ssl_password") or "")}
-    reqs = extra.get("ssl_cert_reqs")
-    if reqs not in (None, ""):
-        if str(reqs).strip().lower() not in SSL_CERT_REQS:
-            raise ValueError(
-                f"extra 'ssl_cert_reqs' must be one of {', '.join(SSL_CERT_REQS)}, got {shown(reqs)}"
-            )
-        options["ssl_cert_reqs"] = str(reqs).strip().lower()
-    for name in _SSL_PATHS:
-        if extra.get(name) not in (None, ""):
-            options[name] = str(extra[name]).strip()
-    if extra.get("ssl_check_hostname") not in (None, ""):
-        options["ssl_check_hostname"] = _true(extra["ssl_check_hostname"], "ssl_check_hostname")
-    return options
-
-
-def extra_of(conn: Any) -> dict[str, Any]:
-    """A connection's extras as a dict (empty when it has none, or they are not a JSON object)."""
-    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-    return extra if isinstance(extra, dict) else {}
-
-
-def client_for(conn: Any) -> redis.Redis:
-    """One client (and connection pool) per Redis server, database and TLS set-up in this process."""
-    extra = extra_of(conn)
-    tls = tls_options(conn.conn_type, extra)
-    schema = (conn.schema or "").strip().lstrip("/")
-    db = int(schema) if schema.isdigit() else int(extra.get("db", 0) or 0)
-    key = (
-        conn.host or "127.0.0.1",
-        int(conn.port or 6379),
-        db,
-        conn.login or None,
-        conn.password,
-        tuple(sorted(tls.items())),
-    )
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            client = _CLIENTS[key] = redis.Redis(
-                host=key[0],
-                port=key[1],
-                db=db,
-                username=key[3],
-                password=conn.password or None,
-                socket_timeout=STORE_TIMEOUT,
-                socket_connect_timeout=STORE_TIMEOUT,
-                # One try: a store that is down costs each call one refused connection, not a backoff.
-                retry=Retry(NoBackoff(), 0),
-                **tls,
-            )
-        return client
-
-
-def failure(exc: BaseException, *secrets: str | None) -> str:
-    """What went wrong with the store, for the log: the error's kind and its first line, cut short, the
-    password and key passphrase (should a message ever quote them) masked."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 class RedisTenantBudget:
@@ -233,6 +142,9 @@ class RedisTenantBudget:
         self._learned = False  # the last acquire saw a learned rate: successes may raise it
         self._last_rate: float | None = None
         self._fallback: LocalTenantBudget | None = None
+        # time.monotonic() after the last slot this task took in Redis: a switch to its own budget (and
+        # back) starts after the slots it already holds, not beside them (a burst at each switch).
+        self._reserved_until = 0.0
         # No client (a missing or malformed connection): no scripts, and _run() answers None, so every
         # call takes the per-task fallback.
         self._acquire: Any = client.register_script(_ACQUIRE) if client is not None else None
@@ -278,6 +190,7 @@ class RedisTenantBudget:
         with self._lock:
             if self._fallback is None:
                 self._fallback = LocalTenantBudget(self._cap, rate=self._last_rate)
+            self._fallback.reserved_until(self._reserved_until)
             return self._fallback
 
     def _fall_back(self, reason: str) -> None:
@@ -325,9 +238,19 @@ class RedisTenantBudget:
             return paused / 1000, 0.0
         if counted:
             self._learned = bool(learned)
-            if rate:
-                self._last_rate = rate / 1000
-        return 0.0, wait / 1000
+        if not counted or not rate:
+            return 0.0, wait / 1000
+        self._last_rate, interval = rate / 1000, 1000 / rate
+        now = time.monotonic()
+        with self._lock:
+            slot = now + wait / 1000
+            if self._fallback is not None and self._fallback.next_slot() > slot:
+                # Back from the fallback: the slots this task took on its own come first, and the next
+                # request after this one.
+                slot = self._fallback.next_slot()
+                self._fallback.reserved_until(slot + interval)
+            self._reserved_until = max(self._reserved_until, slot + interval)
+        return 0.0, slot - now
 
     def rate_limited(self, pause: float) -> None:
         k = self._keys

@@ -1,61 +1,89 @@
-"""hooks/redis_budget.py without a server: the client's TLS arguments from a connection, and what the log
-says when the store fails. Against a real redis-server: integration/test_tenant_budget*.py."""
+"""hooks/redis_budget.py without a server: a task's slots across a switch to its own budget and back.
+Against a real redis-server: integration/test_tenant_budget*.py."""
 
 from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, cast
 
 import pytest
 import redis
 
-from airflow_provider_kibo_cancel.hooks.redis_budget import failure, tls_options
+from airflow_provider_kibo_cancel.hooks import redis_budget
+from airflow_provider_kibo_cancel.hooks.redis_budget import RedisTenantBudget
+
+# --- switching between Redis and the per-task fallback ---------------------------------------------------
 
 
-def test_without_tls_the_client_gets_no_tls_arguments() -> None:
-    assert tls_options("redis", {}) == {}
-    assert tls_options("redis", {"ssl": False, "ssl_ca_certs": "/ignored.pem"}) == {}
-    # Unset, as the Redis provider reads them (an empty form field, a JSON null).
-    assert tls_options("redis", {"ssl": None}) == tls_options("redis", {"ssl": ""}) == {}
+class FlakyStore:
+    """A stand-in for the Redis client: the acquire script as a plain GCRA (no pause, no learned rate),
+    or a ConnectionError while ``up`` is False. Enough to watch a task switch stores."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._tat = 0.0
+
+    def register_script(self, source: str) -> Any:
+        def run(keys: list[str], args: list[Any]) -> Any:
+            if not self.up:
+                raise redis.ConnectionError("Connection refused")
+            if "'TIME'" in source and "ZADD" in source:  # _ACQUIRE
+                cap, counted = float(args[0]), args[1] == 1
+                if not counted:
+                    return [0, 0, 0, 0]
+                now = time.monotonic()
+                slot = max(self._tat, now)
+                self._tat = slot + 1 / cap
+                return [0, int((slot - now) * 1000), int(cap * 1000), 0]
+            return [0, 0]
+
+        return run
+
+    def pttl(self, key: str) -> int:
+        if not self.up:
+            raise redis.ConnectionError("Connection refused")
+        return -2
 
 
-def test_rediss_or_extra_ssl_turn_tls_on_with_the_redis_providers_extras() -> None:
-    # No passphrase given: "", so an encrypted key fails at once rather than OpenSSL asking on a terminal.
-    assert tls_options("rediss", {}) == {"ssl": True, "ssl_password": ""}
-    extra = {
-        "ssl": "true",
-        "ssl_cert_reqs": "Required",
-        "ssl_ca_certs": " /etc/ca.pem ",
-        "ssl_certfile": "/etc/client.pem",
-        "ssl_keyfile": "/etc/client.key",
-        "ssl_check_hostname": "false",
-        "ssl_password": "key-passphrase",
-    }
-    assert tls_options("redis", extra) == {
-        "ssl": True,
-        "ssl_password": "key-passphrase",
-        "ssl_cert_reqs": "required",
-        "ssl_ca_certs": "/etc/ca.pem",
-        "ssl_certfile": "/etc/client.pem",
-        "ssl_keyfile": "/etc/client.key",
-        "ssl_check_hostname": False,
-    }
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        ({"ssl_cert_reqs": "strict"}, "extra 'ssl_cert_reqs' must be one of required, optional, none"),
-        ({"ssl_check_hostname": "maybe"}, "extra 'ssl_check_hostname' must be true or false"),
-        ({"ssl": "yes please"}, "extra 'ssl' must be true or false"),
-    ],
-)
-def test_a_bad_tls_extra_is_named(extra: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        tls_options("rediss" if "ssl" not in extra else "redis", extra)
-
-
-def test_a_store_failure_is_told_by_kind_and_first_line_with_the_password_masked() -> None:
-    exc = redis.ConnectionError("Error 1 connecting to 127.0.0.1:6380. [SSL] s3cret-pw failed.\nmore")
-    assert failure(exc, None, "s3cret-pw") == (
-        "ConnectionError: Error 1 connecting to 127.0.0.1:6380. [SSL] *** failed."
+def budget_on(store: FlakyStore, cap: float = 20.0) -> RedisTenantBudget:
+    return RedisTenantBudget(
+        cast(Any, store), tenant_id="30294", environment="sandbox", cap=cap, log=logging.getLogger("test")
     )
-    assert failure(redis.TimeoutError()) == "TimeoutError"
-    assert len(failure(OSError("x" * 1000))) == len("OSError: ") + 200
+
+
+def reserve(budget: RedisTenantBudget, count: int) -> list[float]:
+    """Slots for ``count`` requests, as moments (monotonic) the requests may go out."""
+    moments = []
+    for _ in range(count):
+        paused, wait = budget.acquire(counted=True)
+        assert paused == 0
+        moments.append(time.monotonic() + wait)
+    return moments
+
+
+def test_a_task_that_loses_redis_keeps_the_slots_it_reserved_there() -> None:
+    # Ten slots reserved through Redis at 20/s reach 0.45 s ahead; the fallback's first slot comes after
+    # them, not at once beside them (that was a burst of up to twice the cap at each switch).
+    store = FlakyStore()
+    budget = budget_on(store)
+    through_redis = reserve(budget, 10)
+    store.up = False
+    local = reserve(budget, 3)
+    assert min(local) >= max(through_redis) + 1 / 20 - 0.01, (through_redis, local)
+    assert all(later - first >= 1 / 20 - 0.01 for first, later in itertools.pairwise(local)), local
+    assert "shared store unreachable" in budget.describe()
+
+
+def test_a_task_back_on_redis_keeps_the_slots_it_reserved_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_budget, "RETRY_STORE_AFTER", 0.0)  # Redis is tried again at the next call
+    store = FlakyStore()
+    store.up = False
+    budget = budget_on(store)
+    on_its_own = reserve(budget, 10)
+    store.up = True
+    back = reserve(budget, 3)
+    assert min(back) >= max(on_its_own) + 1 / 20 - 0.01, (on_its_own, back)
+    assert all(later - first >= 1 / 20 - 0.01 for first, later in itertools.pairwise(back)), back
+    assert budget.describe().startswith("shared in")
