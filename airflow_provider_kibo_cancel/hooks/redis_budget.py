@@ -13,7 +13,7 @@ Redis Cluster slot) and all expiring; none holds a secret:
 
 While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget` (seeded with the
 last rate Redis gave, its first slot after the last one taken in Redis), said once in the log; Redis is
-tried again every :data:`RETRY_STORE_AFTER` s, and slots taken meanwhile come before its next ones.
+tried again every :data:`RETRY_STORE_AFTER` s, and back on Redis the slots taken meanwhile come first.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
 RETRY_STORE_AFTER = 30.0
 KEY_PREFIX = "kibo_cancel"
 
-# ARGV: cap (0: none), counted (0/1), sent window (ms). Returns {paused_ms, wait_ms, rate_milli, learned}.
+# ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
+# own while Redis was down come first). Returns {paused_ms, wait_ms, rate_milli, learned}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -58,7 +59,7 @@ if cap > 0 and (rate == nil or rate > cap) then rate = cap end
 if rate == nil then return {0, 0, 0, 0} end
 local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-local slot = math.max(tat, now)
+local slot = math.max(tat, now + tonumber(ARGV[4]))
 local ttl = math.ceil(slot - now + interval) + 1000
 redis.call('SET', KEYS[2], string.format('%.3f', slot + interval), 'PX', ttl)
 return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0}
@@ -229,7 +230,7 @@ class RedisTenantBudget:
         reply = self._run(
             self._acquire,
             [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"]],
-            [self._cap or 0, 1 if counted else 0, int(SENT_WINDOW * 1000)],
+            [self._cap or 0, 1 if counted else 0, int(SENT_WINDOW * 1000), self._own_backlog_ms()],
         )
         if reply is None:
             return self._local().acquire(counted=counted)
@@ -240,17 +241,20 @@ class RedisTenantBudget:
             self._learned = bool(learned)
         if not counted or not rate:
             return 0.0, wait / 1000
-        self._last_rate, interval = rate / 1000, 1000 / rate
-        now = time.monotonic()
+        self._last_rate = rate / 1000
         with self._lock:
-            slot = now + wait / 1000
-            if self._fallback is not None and self._fallback.next_slot() > slot:
-                # Back from the fallback: the slots this task took on its own come first, and the next
-                # request after this one.
-                slot = self._fallback.next_slot()
-                self._fallback.reserved_until(slot + interval)
-            self._reserved_until = max(self._reserved_until, slot + interval)
-        return 0.0, slot - now
+            self._reserved_until = max(self._reserved_until, time.monotonic() + wait / 1000 + 1000 / rate)
+        return 0.0, wait / 1000
+
+    def _own_backlog_ms(self) -> int:
+        """How far ahead (ms) the slots this task took on its own reach: back on Redis, its first slot
+        there comes after them, so Redis's next free slot follows what the task really sends and a task
+        starting now is not given slots this one is still using."""
+        with self._lock:
+            fallback = self._fallback
+        if fallback is None:
+            return 0
+        return max(0, int((fallback.next_slot() - time.monotonic()) * 1000))
 
     def rate_limited(self, pause: float) -> None:
         k = self._keys

@@ -103,13 +103,13 @@ class LocalTenantBudget:
     Seeded with a rate (the one Redis held when it became unreachable), it starts there.
     """
 
-    def __init__(self, cap: float | None, *, rate: float | None = None, next_slot: float = 0.0) -> None:
+    def __init__(self, cap: float | None, *, rate: float | None = None) -> None:
         self._lock = threading.Lock()
         self.cap = cap
         self.rate = rate if rate is None or cap is None else min(rate, cap)  # learned; None: none yet
         self._step = step_for(self.rate) if self.rate is not None else 0.0
         self._last_increase = time.monotonic()
-        self._next_slot = next_slot  # time.monotonic() of the next free slot
+        self._next_slot = 0.0  # time.monotonic() of the next free slot
         self._sent: deque[float] = deque()
         self._paused_until = 0.0
 

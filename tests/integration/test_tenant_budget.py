@@ -25,6 +25,7 @@ import redis
 from airflow_provider_kibo_cancel._compat import TaskDeferred
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.tenant_limit import LIMITED_ENDPOINTS
+from airflow_provider_kibo_cancel.hooks import redis_budget
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from devtools.distributed import redis_server
@@ -296,6 +297,27 @@ def test_redis_stopped_mid_run_finishes_at_per_task_limits_with_one_warning(
     assert len(times) == 160
     # Four tasks at their own 10/s each: 40/s at most, never the unlimited rate of a missing budget.
     assert rate_after <= 4 * per_task * 1.15, rate_after
+
+
+def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(store: Store) -> None:
+    # The script itself, in a real Redis: "not before" (a task back from its own budget) moves the slot,
+    # and Redis's next free slot after it, so the next task is spaced after that task's real sends.
+    acquire = store.register_script(redis_budget._ACQUIRE)
+    k = redis_budget.keys(TENANT, "sandbox")
+
+    def wait_ms(not_before_ms: int) -> int:
+        reply = acquire(
+            keys=[k["pause"], k["tat"], k["learned"], k["sent"], k["seq"]], args=[20, 1, 1000, not_before_ms]
+        )
+        paused, wait, rate, _ = (int(v) for v in reply)
+        assert paused == 0 and rate == 20_000
+        return wait
+
+    assert wait_ms(0) <= 5  # a free budget: now
+    held = wait_ms(300)  # 300 ms of this task's own slots come first
+    assert 290 <= held <= 305, held
+    after = wait_ms(0)  # the next request, of any task: one interval (50 ms) after it
+    assert held + 45 <= after <= held + 55, (held, after)
 
 
 def _last_rejection(emu: KiboEmulator) -> float:

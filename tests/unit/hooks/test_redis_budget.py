@@ -17,13 +17,21 @@ from airflow_provider_kibo_cancel.hooks.redis_budget import RedisTenantBudget
 # --- switching between Redis and the per-task fallback ---------------------------------------------------
 
 
-class FlakyStore:
-    """A stand-in for the Redis client: the acquire script as a plain GCRA (no pause, no learned rate),
-    or a ConnectionError while ``up`` is False. Enough to watch a task switch stores."""
+class SharedSlots:
+    """The GCRA state of one tenant in a stand-in Redis: shared by every task's :class:`FlakyStore`."""
 
     def __init__(self) -> None:
+        self.tat = 0.0
+
+
+class FlakyStore:
+    """A stand-in for one task's Redis client: the acquire script as a plain GCRA (no pause, no learned
+    rate; "not before" as the script reads it), or a ConnectionError while ``up`` is False. Enough to
+    watch tasks switch stores."""
+
+    def __init__(self, slots: SharedSlots | None = None) -> None:
         self.up = True
-        self._tat = 0.0
+        self.slots = slots or SharedSlots()
 
     def register_script(self, source: str) -> Any:
         def run(keys: list[str], args: list[Any]) -> Any:
@@ -34,8 +42,8 @@ class FlakyStore:
                 if not counted:
                     return [0, 0, 0, 0]
                 now = time.monotonic()
-                slot = max(self._tat, now)
-                self._tat = slot + 1 / cap
+                slot = max(self.slots.tat, now + (int(args[3]) if len(args) > 3 else 0) / 1000)
+                self.slots.tat = slot + 1 / cap
                 return [0, int((slot - now) * 1000), int(cap * 1000), 0]
             return [0, 0]
 
@@ -87,3 +95,20 @@ def test_a_task_back_on_redis_keeps_the_slots_it_reserved_on_its_own(monkeypatch
     assert min(back) >= max(on_its_own) + 1 / 20 - 0.01, (on_its_own, back)
     assert all(later - first >= 1 / 20 - 0.01 for first, later in itertools.pairwise(back)), back
     assert budget.describe().startswith("shared in")
+
+
+def test_a_task_back_on_redis_leaves_redis_knowing_the_slots_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Back on Redis, task A's first slot there is after the ones it took on its own, so Redis's next free
+    # slot follows A's real sends: task B, starting then, gets the slot after them, not one A still uses.
+    monkeypatch.setattr(redis_budget, "RETRY_STORE_AFTER", 0.0)
+    slots = SharedSlots()
+    store_a, store_b = FlakyStore(slots), FlakyStore(slots)
+    task_a = budget_on(store_a)
+    reserve(task_a, 5)
+    store_a.up = False
+    on_its_own = reserve(task_a, 10)
+    store_a.up = True
+    back = reserve(task_a, 2)
+    task_b = reserve(budget_on(store_b), 2)
+    assert min(back) >= max(on_its_own) + 1 / 20 - 0.01, (on_its_own, back)
+    assert min(task_b) >= max(back) + 1 / 20 - 0.01, (back, task_b)
