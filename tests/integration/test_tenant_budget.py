@@ -27,6 +27,7 @@ from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.tenant_limit import LIMITED_ENDPOINTS
 from airflow_provider_kibo_cancel.hooks import redis_budget
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
+from airflow_provider_kibo_cancel.hooks.tenant_budget import DECREASE_FACTOR
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
 from devtools.distributed import redis_server
 from tests.support import (
@@ -228,9 +229,13 @@ def test_the_shared_rate_learns_the_limit_and_the_next_run_starts_there(
     throughput = (len(after) - 1) / (after[-1] - after[0]) if len(after) > 1 else 0.0
     print(f"learning: {first}, learned {learned:.1f}/s (kept {ttl:.0f} s), then {throughput:.1f}/s")
     assert 1 <= first["episodes"] <= 2, first
-    assert learned >= 0.8 * LIMIT and learned < LIMIT, learned
+    # One cut per episode, each to 85 % of the rate sent in the second before the 429 was handled (a
+    # little under the limit when a busy client handles it late): at worst two cuts, so 0.85 ** 2 of the
+    # limit, with a tenth for that measurement. A harsher factor (TCP's 0.5, botocore's 0.7) fails here.
+    assert DECREASE_FACTOR ** first["episodes"] * LIMIT * 0.9 <= learned < LIMIT, (learned, first)
     assert 3600 < ttl <= 86_400
-    assert len(after) >= 50 and throughput >= 0.8 * LIMIT, (len(after), throughput)
+    # What the learned rate delivers once the block has ended: that rate, not a crawl.
+    assert len(after) >= 50 and throughput >= 0.9 * learned, (len(after), throughput, learned)
 
     # The next run of the same tasks starts at the learned rate: no 429 at all.
     tenant.tenant_limit.configure(LIMIT, RETRY_AFTER)
