@@ -71,6 +71,12 @@ def reserve(budget: RedisTenantBudget, count: int) -> list[float]:
     return moments
 
 
+def assert_after_and_spaced(held: list[float], then: list[float], cap: float = 20.0) -> None:
+    """The slots ``then`` come after those ``held`` and one interval apart: no two sent side by side."""
+    assert min(then) >= max(held) + 1 / cap - 0.01, (held, then)
+    assert all(later - first >= 1 / cap - 0.01 for first, later in itertools.pairwise(then)), then
+
+
 def test_a_task_that_loses_redis_keeps_the_slots_it_reserved_there() -> None:
     # Ten slots reserved through Redis at 20/s reach 0.45 s ahead; the fallback's first slot comes after
     # them, not at once beside them (that was a burst of up to twice the cap at each switch).
@@ -79,8 +85,7 @@ def test_a_task_that_loses_redis_keeps_the_slots_it_reserved_there() -> None:
     through_redis = reserve(budget, 10)
     store.up = False
     local = reserve(budget, 3)
-    assert min(local) >= max(through_redis) + 1 / 20 - 0.01, (through_redis, local)
-    assert all(later - first >= 1 / 20 - 0.01 for first, later in itertools.pairwise(local)), local
+    assert_after_and_spaced(through_redis, local)
     assert "shared store unreachable" in budget.describe()
 
 
@@ -92,8 +97,7 @@ def test_a_task_back_on_redis_keeps_the_slots_it_reserved_on_its_own(monkeypatch
     on_its_own = reserve(budget, 10)
     store.up = True
     back = reserve(budget, 3)
-    assert min(back) >= max(on_its_own) + 1 / 20 - 0.01, (on_its_own, back)
-    assert all(later - first >= 1 / 20 - 0.01 for first, later in itertools.pairwise(back)), back
+    assert_after_and_spaced(on_its_own, back)
     assert budget.describe().startswith("shared in")
 
 
