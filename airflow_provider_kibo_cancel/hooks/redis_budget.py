@@ -10,16 +10,21 @@ Redis Cluster slot) and all expiring; none holds a secret:
   last increase); kept :data:`~.tenant_budget.LEARNED_TTL` after its last change.
 - ``sent``: a sorted set of the last second's counted requests, ``seq`` its member counter: the rate
   being sent, for the multiplicative decrease.
+- ``holders``: a sorted set of the budgets (one per hook, a random id) that took a slot in the last
+  :data:`HOLDER_WINDOW` s: how many share the rate, for the fallback.
 
-While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget` (seeded with the
-last rate Redis gave, its first slot after the last one taken in Redis), said once in the log; Redis is
-tried again every :data:`RETRY_STORE_AFTER` s, and back on Redis the slots taken meanwhile come first.
+While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget`, said once in the
+log. It is seeded with this hook's share of the last rate Redis gave (that rate divided by the holders
+then: every task that loses Redis at once, on a stall or a failover, together still sends within the
+shared rate, not each at all of it), its first slot after the last one taken in Redis. Redis is tried
+again every :data:`RETRY_STORE_AFTER` s, and back on Redis the slots taken meanwhile come first.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any, cast
 
 import redis
@@ -35,18 +40,23 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     LocalTenantBudget,
 )
 
-#: Seconds on the per-task budget after a Redis failure before Redis is tried again.
-RETRY_STORE_AFTER = 30.0
+#: Seconds on the per-task budget after a Redis failure before Redis is tried again: short, since the
+#: fallback is only a share of the rate; a store that hangs costs one call a timeout each time.
+RETRY_STORE_AFTER = 10.0
+#: A budget counts as sharing the rate this many seconds after it last took a slot: long enough to cover
+#: a bulk task's gaps between requests, short enough that finished tasks soon stop counting.
+HOLDER_WINDOW = 5.0
 KEY_PREFIX = "kibo_cancel"
 
 # ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
-# own while Redis was down come first). Returns {paused_ms, wait_ms, rate_milli, learned}.
+# own while Redis was down come first), holder id, holder window (ms). Returns {paused_ms, wait_ms,
+# rate_milli, learned, holders}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local paused = redis.call('PTTL', KEYS[1])
-if paused > 0 then return {paused, 0, 0, 0} end
-if ARGV[2] == '0' then return {0, 0, 0, 0} end
+if paused > 0 then return {paused, 0, 0, 0, 0} end
+if ARGV[2] == '0' then return {0, 0, 0, 0, 0} end
 local seq = redis.call('INCR', KEYS[5])
 redis.call('PEXPIRE', KEYS[5], 10000)
 redis.call('ZADD', KEYS[4], now, seq)
@@ -56,13 +66,17 @@ local cap = tonumber(ARGV[1])
 local learned = tonumber(redis.call('HGET', KEYS[3], 'rate'))
 local rate = learned
 if cap > 0 and (rate == nil or rate > cap) then rate = cap end
-if rate == nil then return {0, 0, 0, 0} end
+if rate == nil then return {0, 0, 0, 0, 0} end
+redis.call('ZADD', KEYS[6], now, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))
+redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[6]) + 1000)
+local holders = redis.call('ZCARD', KEYS[6])
 local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now + tonumber(ARGV[4]))
 local ttl = math.ceil(slot - now + interval) + 1000
 redis.call('SET', KEYS[2], string.format('%.3f', slot + interval), 'PX', ttl)
-return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0}
+return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0, holders}
 """
 
 # ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction.
@@ -114,7 +128,7 @@ return math.floor(rate * 1000)
 def keys(tenant_id: str, environment: str) -> dict[str, str]:
     """The budget's keys for one tenant and environment."""
     base = f"{KEY_PREFIX}:{{{tenant_id}:{environment}}}:"
-    return {name: base + name for name in ("pause", "tat", "learned", "sent", "seq")}
+    return {name: base + name for name in ("pause", "tat", "learned", "sent", "seq", "holders")}
 
 
 class RedisTenantBudget:
@@ -142,6 +156,9 @@ class RedisTenantBudget:
         self._warned = False
         self._learned = False  # the last acquire saw a learned rate: successes may raise it
         self._last_rate: float | None = None
+        self._holder = uuid.uuid4().hex[:16]  # this budget among the holders; random, no secret
+        self._holders = 1  # budgets that took a slot within HOLDER_WINDOW, as Redis last counted them
+        self._answered = False  # Redis answered since the last failure: the next one is a new outage
         self._fallback: LocalTenantBudget | None = None
         # time.monotonic() after the last slot this task took in Redis: a switch to its own budget (and
         # back) starts after the slots it already holds, not beside them (a burst at each switch).
@@ -187,28 +204,48 @@ class RedisTenantBudget:
 
     # --- the store, or the fallback while it is down ------------------------------------------------
 
+    def share(self) -> float | None:
+        """This budget's part of the last rate Redis gave (requests/s): that rate divided by the budgets
+        drawing on it then; None when Redis gave none (no cap and nothing learned, or never reached)."""
+        with self._lock:
+            return None if self._last_rate is None else self._last_rate / max(1, self._holders)
+
     def _local(self) -> LocalTenantBudget:
+        share = self.share()
         with self._lock:
             if self._fallback is None:
-                self._fallback = LocalTenantBudget(self._cap, rate=self._last_rate)
+                self._fallback = LocalTenantBudget(self._cap, rate=share)
             self._fallback.reserved_until(self._reserved_until)
             return self._fallback
 
     def _fall_back(self, reason: str) -> None:
+        share = self.share()
         with self._lock:
             self._down_until = max(self._down_until, time.monotonic() + RETRY_STORE_AFTER)
             warn = not self._warned
             self._warned = True
+            if self._answered and self._fallback is not None and share is not None:
+                # A new outage: the fallback starts from this hook's share now, not the one of the last.
+                self._fallback.seed(share)
+            self._answered = False
         if warn:
-            # Once per task: the run goes on, at its own limits, and a flood of warnings helps no one.
+            # Once per task: the run goes on, and a flood of warnings helps no one.
             self._log.warning(
                 "The shared rate budget's store cannot be reached (%s: %s); this task goes on with its "
-                "own limits (tenant_requests_per_second and the rate it learns apply per task) and "
-                "tries the store again every %.0f s",
+                "own budget (%s) and tries the store again every %.0f s",
                 self._store,
                 reason,
+                self._fallback_rate(share),
                 RETRY_STORE_AFTER,
             )
+
+    def _fallback_rate(self, share: float | None) -> str:
+        if share is not None:
+            return f"its share of the shared rate, {share:.1f} requests/s"
+        if self._cap is not None:
+            # Redis never gave this task a rate to share: it cannot know how many others draw on it.
+            return f"tenant_requests_per_second, {self._cap:g} requests/s, for this task alone"
+        return "no limit"
 
     def _store_up(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -218,10 +255,12 @@ class RedisTenantBudget:
         if script is None or not self._store_up():
             return None
         try:
-            return script(keys=keys, args=args)
+            reply = script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             self._fall_back(failure(exc, *self._secrets))
             return None
+        self._answered = True
+        return reply
 
     # --- TenantBudget ------------------------------------------------------------------------------
 
@@ -229,12 +268,19 @@ class RedisTenantBudget:
         k = self._keys
         reply = self._run(
             self._acquire,
-            [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"]],
-            [self._cap or 0, 1 if counted else 0, int(SENT_WINDOW * 1000), self._own_backlog_ms()],
+            [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"], k["holders"]],
+            [
+                self._cap or 0,
+                1 if counted else 0,
+                int(SENT_WINDOW * 1000),
+                self._own_backlog_ms(),
+                self._holder,
+                int(HOLDER_WINDOW * 1000),
+            ],
         )
         if reply is None:
             return self._local().acquire(counted=counted)
-        paused, wait, rate, learned = (int(v) for v in reply)
+        paused, wait, rate, learned, holders = (int(v) for v in reply)
         if paused > 0:
             return paused / 1000, 0.0
         if counted:
@@ -243,6 +289,7 @@ class RedisTenantBudget:
             return 0.0, wait / 1000
         self._last_rate = rate / 1000
         with self._lock:
+            self._holders = max(1, holders)
             self._reserved_until = max(self._reserved_until, time.monotonic() + wait / 1000 + 1000 / rate)
         return 0.0, wait / 1000
 
@@ -295,16 +342,19 @@ class RedisTenantBudget:
         if reply:
             self._last_rate = int(reply) / 1000
 
-    def paused_for(self) -> float:
+    def confirm_slot(self) -> tuple[float, float]:
         if not self._store_up():
-            return 0.0
+            return 0.0, 0.0
         try:
             assert self._client is not None
             remaining = int(cast(Any, self._client.pttl(self._keys["pause"])))
         except (redis.RedisError, OSError) as exc:
+            # The slot was Redis's and is past: sent now, beside the fallback's own, every waiting thread
+            # of every task that lost Redis together would go out at once (seen: 16 in a quarter second
+            # of 4 tasks at 10/s each). It takes a slot of the fallback instead.
             self._fall_back(failure(exc, *self._secrets))
-            return 0.0
-        return max(0, remaining) / 1000
+            return self._local().acquire(counted=True)
+        return max(0, remaining) / 1000, 0.0
 
     def describe(self) -> str:
         if not self._store_up():

@@ -273,13 +273,13 @@ class RetryPolicy:
     def _take_budget(self, budget: TenantBudget, *, counted: bool) -> float:
         """A slot of the tenant's budget, slept up to; or the seconds the tenant stays paused."""
         paused, wait = budget.acquire(counted=counted)
-        if paused > 0:
-            return paused
-        if wait > 0:
+        while paused <= 0 < wait:
             self.gate.sleep(wait)
-            # A 429 (here or in another task) while this thread waited for its slot: wait that pause out.
-            return max(budget.paused_for(), self.gate.paused_for())
-        return 0.0
+            # A 429 (here or in another task) while this thread waited for its slot: wait that pause
+            # out; a slot lost with the shared store: wait for the next one.
+            paused, wait = budget.confirm_slot()
+            paused = max(paused, self.gate.paused_for())
+        return max(paused, 0.0)
 
 
 def _tell_budget(

@@ -63,8 +63,12 @@ class TenantBudget(Protocol):
         """A counted request was answered without a 429: the rate may climb."""
         ...
 
-    def paused_for(self) -> float:
-        """Seconds until the tenant's pause ends (0 when none)."""
+    def confirm_slot(self) -> tuple[float, float]:
+        """
+        After waiting for a reserved slot: ``(paused, wait)`` as :meth:`acquire` gives them. ``paused``
+        > 0 when the tenant was paused meanwhile (a 429 elsewhere); ``wait`` > 0 when the slot was lost
+        (the shared store went away while the request waited) and the next one is ``wait`` s away.
+        """
         ...
 
     def describe(self) -> str:
@@ -133,6 +137,13 @@ class LocalTenantBudget:
             self._next_slot = slot + 1.0 / rate
             return 0.0, slot - now
 
+    def seed(self, rate: float) -> None:
+        """Start again from ``rate`` (a share Redis gave), kept under the cap."""
+        with self._lock:
+            self.rate = rate if self.cap is None else min(rate, self.cap)
+            self._step = step_for(self.rate)
+            self._last_increase = time.monotonic()
+
     def reserved_until(self, moment: float) -> None:
         """Slots up to ``moment`` (``time.monotonic()``) are taken elsewhere: the next one comes after."""
         with self._lock:
@@ -165,8 +176,8 @@ class LocalTenantBudget:
                 self.rate = increased(self.rate, self._step, now - self._last_increase, self.cap)
                 self._last_increase = max(self._last_increase, now)
 
-    def paused_for(self) -> float:
-        return 0.0  # the hook's Gate holds this hook's pause
+    def confirm_slot(self) -> tuple[float, float]:
+        return 0.0, 0.0  # the hook's Gate holds this hook's pause; a slot here is never lost
 
     def describe(self) -> str:
         rate = self._in_force()

@@ -44,6 +44,8 @@ MAPPED = range(MAPPED_FIRST, MAPPED_FIRST + MAPPED_ORDERS)
 #: against 50/s, so twice at least 51 requests arrived within a second while the budget spaced them
 #: 1/40 s apart. The budget is what is under test, not the machine's scheduling (rate-limits.md tells
 #: users to keep such headroom); tasks that did not share it (3 bulk tasks at 40/s each) still meet 60.
+#: The next failing run, at 60, was two tasks that lost a slow Redis and went on at the whole 40/s each
+#: (63 in a second): a task that loses Redis now takes its share (test_tenant_budget.py, Redis stalled).
 LIMIT = 60
 
 
@@ -108,9 +110,10 @@ def test_bulk_tasks_and_mapped_cancels_share_one_budget_under_a_scheduler(
         f"{densest_second(limited)} (budget {BUDGET}/s)"
     )
     fell_back = [
-        log.name
+        f"{log.relative_to(env.home / 'logs')}: {line[:300]}"
         for log in (env.home / "logs").rglob("*.log")
-        if "cannot be reached" in log.read_text(errors="replace")
+        for line in log.read_text(errors="replace").splitlines()
+        if "cannot be reached" in line
     ]
     # The densest second and any task that lost Redis say which it was: clumps, or a per-task fallback.
     assert limit["rejected"] == 0, (limit, f"densest second: {densest_second(limited)}", fell_back)

@@ -18,16 +18,18 @@ from airflow_provider_kibo_cancel.hooks.redis_budget import RedisTenantBudget
 
 
 class SharedSlots:
-    """The GCRA state of one tenant in a stand-in Redis: shared by every task's :class:`FlakyStore`."""
+    """The GCRA state and the holders of one tenant in a stand-in Redis: shared by every task's
+    :class:`FlakyStore`."""
 
     def __init__(self) -> None:
         self.tat = 0.0
+        self.holders: dict[str, float] = {}  # holder id -> when it last took a slot
 
 
 class FlakyStore:
     """A stand-in for one task's Redis client: the acquire script as a plain GCRA (no pause, no learned
-    rate; "not before" as the script reads it), or a ConnectionError while ``up`` is False. Enough to
-    watch tasks switch stores."""
+    rate; "not before" and the holders as the script reads them), or a ConnectionError while ``up`` is
+    False. Enough to watch tasks switch stores."""
 
     def __init__(self, slots: SharedSlots | None = None) -> None:
         self.up = True
@@ -40,11 +42,15 @@ class FlakyStore:
             if "'TIME'" in source and "ZADD" in source:  # _ACQUIRE
                 cap, counted = float(args[0]), args[1] == 1
                 if not counted:
-                    return [0, 0, 0, 0]
+                    return [0, 0, 0, 0, 0]
                 now = time.monotonic()
-                slot = max(self.slots.tat, now + (int(args[3]) if len(args) > 3 else 0) / 1000)
+                holders = self.slots.holders
+                holders[args[4]] = now
+                for holder in [h for h, seen in holders.items() if seen < now - int(args[5]) / 1000]:
+                    del holders[holder]
+                slot = max(self.slots.tat, now + int(args[3]) / 1000)
                 self.slots.tat = slot + 1 / cap
-                return [0, int((slot - now) * 1000), int(cap * 1000), 0]
+                return [0, int((slot - now) * 1000), int(cap * 1000), 0, len(holders)]
             return [0, 0]
 
         return run
@@ -116,3 +122,90 @@ def test_a_task_back_on_redis_leaves_redis_knowing_the_slots_it_uses(monkeypatch
     task_b = reserve(budget_on(store_b), 2)
     assert min(back) >= max(on_its_own) + 1 / 20 - 0.01, (on_its_own, back)
     assert min(task_b) >= max(back) + 1 / 20 - 0.01, (back, task_b)
+
+
+def rate_of(moments: list[float]) -> float:
+    """Requests per second the slots ``moments`` allow."""
+    return (len(moments) - 1) / (max(moments) - min(moments))
+
+
+def test_tasks_that_lose_redis_together_share_the_rate_they_had() -> None:
+    # Four tasks share 20/s through Redis; a stall or a failover loses it for all at once. Each goes on
+    # at its share, 5/s, so together they stay within the 20/s: each at the whole 20/s was 80/s, a 429
+    # for every task (and Kibo's Retry-After of up to an hour).
+    slots = SharedSlots()
+    stores = [FlakyStore(slots) for _ in range(4)]
+    tasks = [budget_on(store) for store in stores]
+    for _ in range(2):  # taking turns, as running tasks do: each has seen the four of them
+        for task in tasks:
+            reserve(task, 1)
+    for store in stores:
+        store.up = False
+    for task in tasks:
+        assert task.share() == pytest.approx(5.0)
+        on_its_own = reserve(task, 6)
+        assert rate_of(on_its_own) == pytest.approx(5.0, rel=0.02), on_its_own
+        assert "5.0 requests/s" in task.describe()
+
+
+def test_a_task_alone_on_the_budget_keeps_all_of_it_when_redis_goes(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    task = budget_on(store)
+    reserve(task, 2)
+    store.up = False
+    with caplog.at_level(logging.WARNING):
+        on_its_own = reserve(task, 6)
+    assert rate_of(on_its_own) == pytest.approx(20.0, rel=0.02), on_its_own
+    assert "its share of the shared rate, 20.0 requests/s" in caplog.text
+
+
+def test_a_task_that_never_reached_redis_says_its_cap_is_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    # It cannot know how many others draw on the budget: the cap, for this task alone, and said so.
+    store = FlakyStore()
+    store.up = False
+    with caplog.at_level(logging.WARNING):
+        on_its_own = reserve(budget_on(store), 6)
+    assert rate_of(on_its_own) == pytest.approx(20.0, rel=0.02), on_its_own
+    assert "tenant_requests_per_second, 20 requests/s, for this task alone" in caplog.text
+
+
+def test_a_later_outage_starts_from_the_share_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alone at the first outage (all of the 20/s); by the second a second task shares it: 10/s.
+    monkeypatch.setattr(redis_budget, "RETRY_STORE_AFTER", 0.0)
+    slots = SharedSlots()
+    store_a, store_b = FlakyStore(slots), FlakyStore(slots)
+    task_a, task_b = budget_on(store_a), budget_on(store_b)
+    reserve(task_a, 2)
+    store_a.up = False
+    assert rate_of(reserve(task_a, 4)) == pytest.approx(20.0, rel=0.02)
+    store_a.up = True
+    reserve(task_b, 1)
+    reserve(task_a, 1)
+    store_a.up = False
+    assert task_a.share() == pytest.approx(10.0)
+    assert rate_of(reserve(task_a, 4)) == pytest.approx(10.0, rel=0.02)
+
+
+def test_a_holder_that_stopped_taking_slots_no_longer_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_budget, "HOLDER_WINDOW", 0.2)
+    slots = SharedSlots()
+    finished, running = budget_on(FlakyStore(slots)), budget_on(FlakyStore(slots))
+    reserve(finished, 1)
+    reserve(running, 1)
+    assert running.share() == pytest.approx(10.0)
+    time.sleep(0.25)
+    reserve(running, 1)
+    assert running.share() == pytest.approx(20.0)
+
+
+def test_a_slot_lost_with_the_store_is_taken_again_from_the_fallback() -> None:
+    # A thread slept to its Redis slot; the pause check then finds Redis gone. Sent at once, every such
+    # thread of every task would go out together beside the fallback's own slots: it waits for one.
+    store = FlakyStore()
+    budget = budget_on(store)
+    assert budget.confirm_slot() == (0.0, 0.0)  # Redis up, no pause: the slot stands
+    reserve(budget, 10)  # through Redis at 20/s: 0.45 s ahead
+    store.up = False
+    paused, wait = budget.confirm_slot()
+    assert paused == 0 and wait >= 0.45, wait
+    assert budget.confirm_slot() == (0.0, 0.0)  # on its own budget now: a slot there is never lost
