@@ -10,13 +10,14 @@ Redis Cluster slot) and all expiring; none holds a secret:
   last increase); kept :data:`~.tenant_budget.LEARNED_TTL` after its last change.
 - ``sent``: a sorted set of the last second's counted requests, ``seq`` its member counter: the rate
   being sent, for the multiplicative decrease.
-- ``holders``: a sorted set of the budgets (one per hook, a random id) that took a slot in the last
-  :data:`HOLDER_WINDOW` s: how many share the rate, for the fallback.
+- ``holders``: a sorted set of the budgets (one per hook, a random id), each scored by when it sends
+  (its last slot, or the end of the pause it met) and kept :data:`HOLDER_WINDOW` s after: how many
+  share the rate, for the fallback.
 
 While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget`, said once in the
 log. It is seeded with this hook's share of the last rate Redis gave (that rate divided by the holders
-then: every task that loses Redis at once, on a stall or a failover, together still sends within the
-shared rate, not each at all of it), its first slot after the last one taken in Redis. Redis is tried
+at this hook's last slot: tasks that lose Redis at once, on a stall or a failover, together send within
+the shared rate, not each at all of it), its first slot after the last one taken in Redis. Redis is tried
 again every :data:`RETRY_STORE_AFTER` s, and back on Redis the slots taken meanwhile come first.
 """
 
@@ -38,24 +39,47 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     MIN_SAMPLES,
     SENT_WINDOW,
     LocalTenantBudget,
+    rate_text,
 )
 
 #: Seconds on the per-task budget after a Redis failure before Redis is tried again: short, since the
 #: fallback is only a share of the rate; a store that hangs costs one call a timeout each time.
 RETRY_STORE_AFTER = 10.0
-#: A budget counts as sharing the rate this many seconds after it last took a slot: long enough to cover
-#: a bulk task's gaps between requests, short enough that finished tasks soon stop counting.
+#: A budget counts as sharing the rate this many seconds after the slot it last took (or the end of the
+#: pause it met): long enough to cover a bulk task's gaps between requests, short enough that finished
+#: tasks soon stop counting.
 HOLDER_WINDOW = 5.0
 KEY_PREFIX = "kibo_cancel"
 
-# ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
-# own while Redis was down come first), holder id, holder window (ms). Returns {paused_ms, wait_ms,
-# rate_milli, learned, holders}.
-_ACQUIRE = """
+# The acquire and rate-limited scripts start with it: the server's time, and a holder kept until
+# ``until_ms`` (or later, if it already holds longer) and a window after; the set expires with its last
+# holder. Returns how many hold.
+_HOLD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function hold(key, holder, until_ms, window)
+  local held = tonumber(redis.call('ZSCORE', key, holder))
+  if held ~= nil and held > until_ms then until_ms = held end
+  redis.call('ZADD', key, until_ms, holder)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local keep = math.ceil(until_ms - now + window) + 1000
+  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+  return redis.call('ZCARD', key)
+end
+"""
+
+# ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
+# own while Redis was down come first), holder id, holder window (ms). Returns {paused_ms, wait_ms,
+# rate_milli, learned, holders}. A holder's score is when it sends (its slot, or the end of the pause it
+# met), so a task queued far ahead, or waiting out a pause, still counts until then and a window after.
+_ACQUIRE = (
+    _HOLD
+    + """
 local paused = redis.call('PTTL', KEYS[1])
-if paused > 0 then return {paused, 0, 0, 0, 0} end
+if paused > 0 then
+  if ARGV[2] == '1' then hold(KEYS[6], ARGV[5], now + paused, tonumber(ARGV[6])) end
+  return {paused, 0, 0, 0, 0}
+end
 if ARGV[2] == '0' then return {0, 0, 0, 0, 0} end
 local seq = redis.call('INCR', KEYS[5])
 redis.call('PEXPIRE', KEYS[5], 10000)
@@ -67,24 +91,24 @@ local learned = tonumber(redis.call('HGET', KEYS[3], 'rate'))
 local rate = learned
 if cap > 0 and (rate == nil or rate > cap) then rate = cap end
 if rate == nil then return {0, 0, 0, 0, 0} end
-redis.call('ZADD', KEYS[6], now, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[6]))
-redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[6]) + 1000)
-local holders = redis.call('ZCARD', KEYS[6])
 local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now + tonumber(ARGV[4]))
 local ttl = math.ceil(slot - now + interval) + 1000
 redis.call('SET', KEYS[2], string.format('%.3f', slot + interval), 'PX', ttl)
+local holders = hold(KEYS[6], ARGV[5], slot, tonumber(ARGV[6]))
 return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0, holders}
 """
+)
 
-# ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction.
-# Returns {cut (0/1), rate_milli}: the rate is cut once per pause (the first 429 of an episode).
-_RATE_LIMITED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+# ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction,
+# holder id, holder window (ms). Returns {cut (0/1), rate_milli}: the rate is cut once per pause (the
+# first 429 of an episode). The task that met the 429 holds until the pause ends, as in _ACQUIRE.
+_RATE_LIMITED = (
+    _HOLD
+    + """
 local pause = tonumber(ARGV[1])
+hold(KEYS[5], ARGV[9], now + pause, tonumber(ARGV[10]))
 local current = redis.call('PTTL', KEYS[1])
 if current >= pause then return {0, 0} end
 redis.call('SET', KEYS[1], '1', 'PX', math.max(1, math.ceil(pause)))
@@ -104,6 +128,7 @@ redis.call('HSET', KEYS[3], 'rate', string.format('%.4f', new), 'step', string.f
 redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
 return {1, math.floor(new * 1000)}
 """
+)
 
 # ARGV: cap (0: none), ttl (ms). Additive increase: step per minute of successful sending (at most one
 # second counted per call, so idle time does not count). Returns the rate (milli) or 0 when none.
@@ -159,6 +184,8 @@ class RedisTenantBudget:
         self._holder = uuid.uuid4().hex[:16]  # this budget among the holders; random, no secret
         self._holders = 1  # budgets that took a slot within HOLDER_WINDOW, as Redis last counted them
         self._answered = False  # Redis answered since the last failure: the next one is a new outage
+        # Per thread: whether its last slot was Redis's (only such a slot can be lost with the store).
+        self._slot_of = threading.local()
         self._fallback: LocalTenantBudget | None = None
         # time.monotonic() after the last slot this task took in Redis: a switch to its own budget (and
         # back) starts after the slots it already holds, not beside them (a burst at each switch).
@@ -241,7 +268,7 @@ class RedisTenantBudget:
 
     def _fallback_rate(self, share: float | None) -> str:
         if share is not None:
-            return f"its share of the shared rate, {share:.1f} requests/s"
+            return f"its share of the shared rate, {rate_text(share)} requests/s"
         if self._cap is not None:
             # Redis never gave this task a rate to share: it cannot know how many others draw on it.
             return f"tenant_requests_per_second, {self._cap:g} requests/s, for this task alone"
@@ -259,7 +286,9 @@ class RedisTenantBudget:
         except (redis.RedisError, OSError) as exc:
             self._fall_back(failure(exc, *self._secrets))
             return None
-        self._answered = True
+        with self._lock:
+            if self._store_up():  # not a reply that was in flight when an outage began
+                self._answered = True
         return reply
 
     # --- TenantBudget ------------------------------------------------------------------------------
@@ -279,7 +308,8 @@ class RedisTenantBudget:
             ],
         )
         if reply is None:
-            return self._local().acquire(counted=counted)
+            return self._local_slot(counted=counted)
+        self._slot_of.redis = True
         paused, wait, rate, learned, holders = (int(v) for v in reply)
         if paused > 0:
             return paused / 1000, 0.0
@@ -292,6 +322,10 @@ class RedisTenantBudget:
             self._holders = max(1, holders)
             self._reserved_until = max(self._reserved_until, time.monotonic() + wait / 1000 + 1000 / rate)
         return 0.0, wait / 1000
+
+    def _local_slot(self, *, counted: bool) -> tuple[float, float]:
+        self._slot_of.redis = False
+        return self._local().acquire(counted=counted)
 
     def _own_backlog_ms(self) -> int:
         """How far ahead (ms) the slots this task took on its own reach: back on Redis, its first slot
@@ -307,7 +341,7 @@ class RedisTenantBudget:
         k = self._keys
         reply = self._run(
             self._rate_limited,
-            [k["pause"], k["tat"], k["learned"], k["sent"]],
+            [k["pause"], k["tat"], k["learned"], k["sent"], k["holders"]],
             [
                 int(pause * 1000),
                 self._cap or 0,
@@ -317,6 +351,8 @@ class RedisTenantBudget:
                 int(SENT_WINDOW * 1000),
                 int(LEARNED_TTL * 1000),
                 INCREASE_PER_MINUTE,
+                self._holder,
+                int(HOLDER_WINDOW * 1000),
             ],
         )
         if reply is None:
@@ -343,7 +379,10 @@ class RedisTenantBudget:
             self._last_rate = int(reply) / 1000
 
     def confirm_slot(self) -> tuple[float, float]:
-        if not self._store_up():
+        if not getattr(self._slot_of, "redis", False) or not self._store_up():
+            # A slot of the fallback is never lost (re-taking it at each try of the store kept a request
+            # that waits longer than RETRY_STORE_AFTER from ever going out); a Redis slot whose store
+            # another thread found gone comes before the fallback's first one: it stands.
             return 0.0, 0.0
         try:
             assert self._client is not None
@@ -353,11 +392,11 @@ class RedisTenantBudget:
             # of every task that lost Redis together would go out at once (seen: 16 in a quarter second
             # of 4 tasks at 10/s each). It takes a slot of the fallback instead.
             self._fall_back(failure(exc, *self._secrets))
-            return self._local().acquire(counted=True)
+            return self._local_slot(counted=True)
         return max(0, remaining) / 1000, 0.0
 
     def describe(self) -> str:
         if not self._store_up():
             return self._local().describe() + " (shared store unreachable)"
         rate = self._last_rate or self._cap
-        return f"shared in {self._store}, {'no limit' if rate is None else f'{rate:.1f} requests/s'}"
+        return f"shared in {self._store}, {'no limit' if rate is None else f'{rate_text(rate)} requests/s'}"

@@ -181,7 +181,13 @@ class LocalTenantBudget:
 
     def describe(self) -> str:
         rate = self._in_force()
-        return f"per task, {'no limit' if rate is None else f'{rate:.1f} requests/s'}"
+        return f"per task, {'no limit' if rate is None else f'{rate_text(rate)} requests/s'}"
+
+
+def rate_text(rate: float) -> str:
+    """A rate for the log: one decimal, or two significant figures under one a second (a share of a low
+    rate among many tasks is 0.083/s, not "0.1")."""
+    return f"{rate:.1f}" if rate >= 0.95 else f"{rate:.2g}"
 
 
 def budget_for(

@@ -349,8 +349,33 @@ def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(sto
     after, holders = acquired(0, holder="b")  # the next request, of any task: one interval (50 ms) after it
     assert held + 45 <= after <= held + 55, (held, after)
     assert holders == 2  # a and b share the rate
-    time.sleep(0.6)  # past the holder window (500 ms): only the one still taking slots counts
+    time.sleep(0.9)  # past a's slot (0.3 s) and the holder window (0.5 s): only b, taking slots, counts
     assert acquired(0, holder="b")[1] == 1
+
+
+def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(store: Store) -> None:
+    # A holder counts until its slot, or the end of the pause it met, and a window after: a task queued
+    # far ahead (many tasks, a low rate) or waiting out a 429 still shares the rate. Counted from when it
+    # asked, such tasks dropped out and those left took too large a share on a fallback.
+    acquire = store.register_script(redis_budget._ACQUIRE)
+    k = redis_budget.keys(TENANT, "sandbox")
+
+    def holders(holder: str) -> int:
+        reply = acquire(
+            keys=[k[name] for name in ("pause", "tat", "learned", "sent", "seq", "holders")],
+            args=[20, 1, 1000, 0, holder, 300],
+        )
+        return int(reply[4]) if int(reply[0]) == 0 else -1
+
+    for _ in range(20):  # a's last slot is 0.95 s ahead at 20/s
+        holders("a")
+    time.sleep(0.5)  # past the window after a asked, not after its slot
+    assert holders("b") == 2
+    store.flushdb()
+    store.set(k["pause"], "1", px=400)  # a 429 pause of 0.4 s
+    assert holders("a") == -1  # paused: no slot, but a holds until the pause ends
+    time.sleep(0.5)
+    assert holders("b") == 2
 
 
 def _last_rejection(emu: KiboEmulator) -> float:

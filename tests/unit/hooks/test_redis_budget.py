@@ -23,7 +23,7 @@ class SharedSlots:
 
     def __init__(self) -> None:
         self.tat = 0.0
-        self.holders: dict[str, float] = {}  # holder id -> when it last took a slot
+        self.holders: dict[str, float] = {}  # holder id -> when it sends (the last slot it took)
 
 
 class FlakyStore:
@@ -44,12 +44,12 @@ class FlakyStore:
                 if not counted:
                     return [0, 0, 0, 0, 0]
                 now = time.monotonic()
-                holders = self.slots.holders
-                holders[args[4]] = now
-                for holder in [h for h, seen in holders.items() if seen < now - int(args[5]) / 1000]:
-                    del holders[holder]
                 slot = max(self.slots.tat, now + int(args[3]) / 1000)
                 self.slots.tat = slot + 1 / cap
+                holders = self.slots.holders
+                holders[args[4]] = slot  # held until it sends, and a window after
+                for holder in [h for h, until in holders.items() if until < now - int(args[5]) / 1000]:
+                    del holders[holder]
                 return [0, int((slot - now) * 1000), int(cap * 1000), 0, len(holders)]
             return [0, 0]
 
@@ -209,3 +209,27 @@ def test_a_slot_lost_with_the_store_is_taken_again_from_the_fallback() -> None:
     paused, wait = budget.confirm_slot()
     assert paused == 0 and wait >= 0.45, wait
     assert budget.confirm_slot() == (0.0, 0.0)  # on its own budget now: a slot there is never lost
+
+
+def test_a_slot_of_the_fallback_stands_when_the_store_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fallback's slot is a whole wait away; meanwhile the time to try Redis again comes (and Redis is
+    # still down). Re-taking the slot at each try put the request at the back of the queue again: one
+    # that waits longer than RETRY_STORE_AFTER never went out.
+    monkeypatch.setattr(redis_budget, "RETRY_STORE_AFTER", 0.0)
+    store = FlakyStore()
+    store.up = False
+    budget = budget_on(store)
+    reserve(budget, 5)
+    assert budget.confirm_slot() == (0.0, 0.0)
+
+
+def test_a_share_under_one_request_a_second_is_told_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    slots = SharedSlots()
+    stores = [FlakyStore(slots) for _ in range(12)]
+    tasks = [budget_on(store, cap=1.0) for store in stores]
+    for task in tasks:
+        task.acquire(counted=True)
+    stores[-1].up = False
+    with caplog.at_level(logging.WARNING):
+        tasks[-1].acquire(counted=True)
+    assert "its share of the shared rate, 0.083 requests/s" in caplog.text
