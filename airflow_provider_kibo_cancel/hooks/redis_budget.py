@@ -15,7 +15,7 @@ Redis Cluster slot) and all expiring; none holds a secret:
   share the rate, for the fallback.
 
 While Redis cannot be reached the budget is a :class:`~.tenant_budget.LocalTenantBudget`, said once in the
-log. It is seeded with this hook's share of the last rate Redis gave (that rate divided by the holders
+log. It is capped at this hook's share of the last rate Redis gave (that rate divided by the holders
 at this hook's last slot: tasks that lose Redis at once, on a stall or a failover, together send within
 the shared rate, not each at all of it), its first slot after the last one taken in Redis. Redis is tried
 again every :data:`RETRY_STORE_AFTER` s, and back on Redis the slots taken meanwhile come first.
@@ -46,9 +46,13 @@ from airflow_provider_kibo_cancel.hooks.tenant_budget import (
 #: fallback is only a share of the rate; a store that hangs costs one call a timeout each time.
 RETRY_STORE_AFTER = 10.0
 #: A budget counts as sharing the rate this many seconds after the slot it last took (or the end of the
-#: pause it met): long enough to cover a bulk task's gaps between requests, short enough that finished
-#: tasks soon stop counting.
-HOLDER_WINDOW = 5.0
+#: pause it met): longer than a task goes between requests (backoffs of up to 8 s, a call of up to 30 s),
+#: so none drops out while it still sends; a finished task counts this long after, a smaller share for
+#: the others should Redis go meanwhile, which is the safe side.
+HOLDER_WINDOW = 60.0
+#: A pause check (after a thread slept to its slot) that took longer than this (s) met a stalled Redis:
+#: every thread whose slot fell in the stall is answered at once, so the slot is taken again, once.
+SLOW_CONFIRM = 0.2
 KEY_PREFIX = "kibo_cancel"
 
 # The acquire and rate-limited scripts start with it: the server's time, and a holder kept until
@@ -75,10 +79,17 @@ end
 _ACQUIRE = (
     _HOLD
     + """
+local window = tonumber(ARGV[6])
+local cap = tonumber(ARGV[1])
+local learned = tonumber(redis.call('HGET', KEYS[3], 'rate'))
+local rate = learned
+if cap > 0 and (rate == nil or rate > cap) then rate = cap end
+local rate_milli = rate and math.floor(rate * 1000) or 0
+local learned_flag = learned and 1 or 0
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then
-  if ARGV[2] == '1' then hold(KEYS[6], ARGV[5], now + paused, tonumber(ARGV[6])) end
-  return {paused, 0, 0, 0, 0}
+  if ARGV[2] == '0' then return {paused, 0, 0, 0, 0} end
+  return {paused, 0, rate_milli, learned_flag, hold(KEYS[6], ARGV[5], now + paused, window)}
 end
 if ARGV[2] == '0' then return {0, 0, 0, 0, 0} end
 local seq = redis.call('INCR', KEYS[5])
@@ -86,36 +97,31 @@ redis.call('PEXPIRE', KEYS[5], 10000)
 redis.call('ZADD', KEYS[4], now, seq)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
 redis.call('PEXPIRE', KEYS[4], 10000)
-local cap = tonumber(ARGV[1])
-local learned = tonumber(redis.call('HGET', KEYS[3], 'rate'))
-local rate = learned
-if cap > 0 and (rate == nil or rate > cap) then rate = cap end
-if rate == nil then return {0, 0, 0, 0, 0} end
+if rate == nil then return {0, 0, 0, 0, hold(KEYS[6], ARGV[5], now, window)} end
 local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now + tonumber(ARGV[4]))
 local ttl = math.ceil(slot - now + interval) + 1000
 redis.call('SET', KEYS[2], string.format('%.3f', slot + interval), 'PX', ttl)
-local holders = hold(KEYS[6], ARGV[5], slot, tonumber(ARGV[6]))
-return {0, math.floor(slot - now), math.floor(rate * 1000), learned and 1 or 0, holders}
+return {0, math.floor(slot - now), rate_milli, learned_flag, hold(KEYS[6], ARGV[5], slot, window)}
 """
 )
 
 # ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction,
-# holder id, holder window (ms). Returns {cut (0/1), rate_milli}: the rate is cut once per pause (the
-# first 429 of an episode). The task that met the 429 holds until the pause ends, as in _ACQUIRE.
+# holder id, holder window (ms). Returns {cut (0/1), rate_milli, holders}: the rate is cut once per
+# pause (the first 429 of an episode). The task that met the 429 holds until the pause ends.
 _RATE_LIMITED = (
     _HOLD
     + """
 local pause = tonumber(ARGV[1])
-hold(KEYS[5], ARGV[9], now + pause, tonumber(ARGV[10]))
+local holders = hold(KEYS[5], ARGV[9], now + pause, tonumber(ARGV[10]))
 local current = redis.call('PTTL', KEYS[1])
-if current >= pause then return {0, 0} end
+if current >= pause then return {0, 0, holders} end
 redis.call('SET', KEYS[1], '1', 'PX', math.max(1, math.ceil(pause)))
-if current > 0 then return {0, 0} end
+if current > 0 then return {0, 0, holders} end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
 local sent = redis.call('ZCARD', KEYS[4])
-if sent < tonumber(ARGV[5]) then return {0, 0} end
+if sent < tonumber(ARGV[5]) then return {0, 0, holders} end
 local cap = tonumber(ARGV[2])
 local rate = tonumber(redis.call('HGET', KEYS[3], 'rate'))
 if cap > 0 and (rate == nil or rate > cap) then rate = cap end
@@ -126,7 +132,7 @@ local step = math.max(new * tonumber(ARGV[8]), 0.01)
 redis.call('HSET', KEYS[3], 'rate', string.format('%.4f', new), 'step', string.format('%.5f', step),
     'last', string.format('%.3f', now + pause))
 redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
-return {1, math.floor(new * 1000)}
+return {1, math.floor(new * 1000), holders}
 """
 )
 
@@ -237,11 +243,16 @@ class RedisTenantBudget:
         with self._lock:
             return None if self._last_rate is None else self._last_rate / max(1, self._holders)
 
+    def _fallback_cap(self, share: float | None) -> float | None:
+        # The share is the cap of the fallback, not a rate it starts from: successes would raise a rate
+        # to tenant_requests_per_second (every task at all of it again, after 10 to 60 minutes).
+        return self._cap if share is None else share
+
     def _local(self) -> LocalTenantBudget:
         share = self.share()
         with self._lock:
             if self._fallback is None:
-                self._fallback = LocalTenantBudget(self._cap, rate=share)
+                self._fallback = LocalTenantBudget(self._fallback_cap(share))
             self._fallback.reserved_until(self._reserved_until)
             return self._fallback
 
@@ -252,8 +263,8 @@ class RedisTenantBudget:
             warn = not self._warned
             self._warned = True
             if self._answered and self._fallback is not None and share is not None:
-                # A new outage: the fallback starts from this hook's share now, not the one of the last.
-                self._fallback.seed(share)
+                # A new outage: the fallback holds to this hook's share now, not the one of the last.
+                self._fallback.limit_to(self._fallback_cap(share))
             self._answered = False
         if warn:
             # Once per task: the run goes on, and a flood of warnings helps no one.
@@ -310,16 +321,21 @@ class RedisTenantBudget:
         if reply is None:
             return self._local_slot(counted=counted)
         self._slot_of.redis = True
+        self._slot_of.retaken = False
         paused, wait, rate, learned, holders = (int(v) for v in reply)
-        if paused > 0:
-            return paused / 1000, 0.0
-        if counted:
-            self._learned = bool(learned)
-        if not counted or not rate:
-            return 0.0, wait / 1000
-        self._last_rate = rate / 1000
+        if not counted:
+            return max(paused, 0) / 1000, 0.0
+        # Paused or not, the reply tells the rate and the holders: what the fallback's share is.
+        self._learned = bool(learned)
         with self._lock:
             self._holders = max(1, holders)
+            if rate:
+                self._last_rate = rate / 1000
+        if paused > 0:
+            return paused / 1000, 0.0
+        if not rate:
+            return 0.0, wait / 1000
+        with self._lock:
             self._reserved_until = max(self._reserved_until, time.monotonic() + wait / 1000 + 1000 / rate)
         return 0.0, wait / 1000
 
@@ -358,7 +374,9 @@ class RedisTenantBudget:
         if reply is None:
             self._local().rate_limited(pause)
             return
-        cut, rate = (int(v) for v in reply)
+        cut, rate, holders = (int(v) for v in reply)
+        with self._lock:
+            self._holders = max(1, holders)
         if cut:
             self._last_rate = rate / 1000
             self._log.warning(
@@ -384,6 +402,7 @@ class RedisTenantBudget:
             # that waits longer than RETRY_STORE_AFTER from ever going out); a Redis slot whose store
             # another thread found gone comes before the fallback's first one: it stands.
             return 0.0, 0.0
+        started = time.monotonic()
         try:
             assert self._client is not None
             remaining = int(cast(Any, self._client.pttl(self._keys["pause"])))
@@ -393,7 +412,16 @@ class RedisTenantBudget:
             # of 4 tasks at 10/s each). It takes a slot of the fallback instead.
             self._fall_back(failure(exc, *self._secrets))
             return self._local_slot(counted=True)
-        return max(0, remaining) / 1000, 0.0
+        if remaining > 0:
+            return remaining / 1000, 0.0
+        if time.monotonic() - started > SLOW_CONFIRM and not getattr(self._slot_of, "retaken", False):
+            # Redis stalled (under its timeout) while this thread checked: every thread whose slot fell
+            # in the stall is answered now, and would go out with it (seen: 9 within 10 ms at 20/s). A
+            # new slot, once per request: a Redis slow at every call must not keep it from going out.
+            paused, wait = self.acquire(counted=True)
+            self._slot_of.retaken = True
+            return paused, wait
+        return 0.0, 0.0
 
     def describe(self) -> str:
         if not self._store_up():

@@ -103,15 +103,15 @@ def step_for(rate: float) -> float:
 class LocalTenantBudget:
     """
     The budget within one hook: ``cap`` (``tenant_requests_per_second``) and the learned rate space its
-    requests (GCRA: each request reserves the next slot), a 429 lowers the rate, successes raise it.
-    Seeded with a rate (the one Redis held when it became unreachable), it starts there.
+    requests (GCRA: each request reserves the next slot), a 429 lowers the rate, successes raise it
+    again, never above the cap. As Redis's fallback, its cap is the hook's share of the shared rate.
     """
 
-    def __init__(self, cap: float | None, *, rate: float | None = None) -> None:
+    def __init__(self, cap: float | None) -> None:
         self._lock = threading.Lock()
         self.cap = cap
-        self.rate = rate if rate is None or cap is None else min(rate, cap)  # learned; None: none yet
-        self._step = step_for(self.rate) if self.rate is not None else 0.0
+        self.rate: float | None = None  # learned; None: none yet
+        self._step = 0.0
         self._last_increase = time.monotonic()
         self._next_slot = 0.0  # time.monotonic() of the next free slot
         self._sent: deque[float] = deque()
@@ -137,12 +137,12 @@ class LocalTenantBudget:
             self._next_slot = slot + 1.0 / rate
             return 0.0, slot - now
 
-    def seed(self, rate: float) -> None:
-        """Start again from ``rate`` (a share Redis gave), kept under the cap."""
+    def limit_to(self, cap: float | None) -> None:
+        """Hold to ``cap`` from now on (a new share Redis gave); a rate learned here stays if lower."""
         with self._lock:
-            self.rate = rate if self.cap is None else min(rate, self.cap)
-            self._step = step_for(self.rate)
-            self._last_increase = time.monotonic()
+            self.cap = cap
+            if self.rate is not None and cap is not None and self.rate > cap:
+                self.rate, self._step = cap, step_for(cap)
 
     def reserved_until(self, moment: float) -> None:
         """Slots up to ``moment`` (``time.monotonic()``) are taken elsewhere: the next one comes after."""

@@ -356,26 +356,34 @@ def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(sto
 def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(store: Store) -> None:
     # A holder counts until its slot, or the end of the pause it met, and a window after: a task queued
     # far ahead (many tasks, a low rate) or waiting out a 429 still shares the rate. Counted from when it
-    # asked, such tasks dropped out and those left took too large a share on a fallback.
+    # asked, such tasks dropped out and those left took too large a share on a fallback. A paused reply
+    # tells the rate and the holders too, and a budget with no rate yet still counts its holders.
     acquire = store.register_script(redis_budget._ACQUIRE)
     k = redis_budget.keys(TENANT, "sandbox")
 
-    def holders(holder: str) -> int:
-        reply = acquire(
-            keys=[k[name] for name in ("pause", "tat", "learned", "sent", "seq", "holders")],
-            args=[20, 1, 1000, 0, holder, 300],
+    def reply(holder: str, cap: float = 20) -> tuple[int, int, int]:
+        paused, _, rate, _, holders = (
+            int(v)
+            for v in acquire(
+                keys=[k[name] for name in ("pause", "tat", "learned", "sent", "seq", "holders")],
+                args=[cap, 1, 1000, 0, holder, 300],
+            )
         )
-        return int(reply[4]) if int(reply[0]) == 0 else -1
+        return paused, rate, holders
 
     for _ in range(20):  # a's last slot is 0.95 s ahead at 20/s
-        holders("a")
+        reply("a")
     time.sleep(0.5)  # past the window after a asked, not after its slot
-    assert holders("b") == 2
+    assert reply("b")[2] == 2
     store.flushdb()
+    assert reply("a", cap=0) == (0, 0, 1)  # no cap, nothing learned: no rate, but a holds
+    store.hset(k["learned"], mapping={"rate": "17.0"})
     store.set(k["pause"], "1", px=400)  # a 429 pause of 0.4 s
-    assert holders("a") == -1  # paused: no slot, but a holds until the pause ends
+    paused, rate, holders = reply("b", cap=0)
+    assert paused > 0 and rate == 17_000 and holders == 2
     time.sleep(0.5)
-    assert holders("b") == 2
+    # a sent 0.5 s ago, past the window: gone; b holds until the pause's end (0.4 s) and a window after.
+    assert reply("c", cap=0)[2] == 2
 
 
 def _last_rejection(emu: KiboEmulator) -> float:
