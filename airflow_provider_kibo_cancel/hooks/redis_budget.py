@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any, cast
 
 import redis
@@ -50,8 +51,9 @@ RETRY_STORE_AFTER = 10.0
 #: so none drops out while it still sends; a finished task counts this long after, a smaller share for
 #: the others should Redis go meanwhile, which is the safe side.
 HOLDER_WINDOW = 60.0
-#: A pause check (after a thread slept to its slot) that took longer than this (s) met a stalled Redis:
-#: every thread whose slot fell in the stall is answered at once, so the slot is taken again, once.
+#: A pause check (after a thread slept to its slot) that took this much (s) longer than this hook's
+#: quickest recent one met a stalled Redis: every thread whose slot fell in the stall is answered at
+#: once, so the slot is taken again, once. Against the quickest, so a Redis far away is not a stall.
 SLOW_CONFIRM = 0.2
 KEY_PREFIX = "kibo_cancel"
 
@@ -73,7 +75,8 @@ end
 """
 
 # ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
-# own while Redis was down come first), holder id, holder window (ms). Returns {paused_ms, wait_ms,
+# own while Redis was down come first), holder id, holder window (ms), re-take (1: a slot taken again for
+# a request already counted in ``sent``; optional). Returns {paused_ms, wait_ms,
 # rate_milli, learned, holders}. A holder's score is when it sends (its slot, or the end of the pause it
 # met), so a task queued far ahead, or waiting out a pause, still counts until then and a window after.
 _ACQUIRE = (
@@ -92,11 +95,13 @@ if paused > 0 then
   return {paused, 0, rate_milli, learned_flag, hold(KEYS[6], ARGV[5], now + paused, window)}
 end
 if ARGV[2] == '0' then return {0, 0, 0, 0, 0} end
-local seq = redis.call('INCR', KEYS[5])
-redis.call('PEXPIRE', KEYS[5], 10000)
-redis.call('ZADD', KEYS[4], now, seq)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[4], 10000)
+if ARGV[7] ~= '1' then
+  local seq = redis.call('INCR', KEYS[5])
+  redis.call('PEXPIRE', KEYS[5], 10000)
+  redis.call('ZADD', KEYS[4], now, seq)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[4], 10000)
+end
 if rate == nil then return {0, 0, 0, 0, hold(KEYS[6], ARGV[5], now, window)} end
 local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -128,6 +133,7 @@ if cap > 0 and (rate == nil or rate > cap) then rate = cap end
 local sending = sent * 1000 / tonumber(ARGV[6])
 if rate ~= nil and rate < sending then sending = rate end
 local new = math.max(tonumber(ARGV[4]), sending * tonumber(ARGV[3]))
+if cap > 0 and new > cap then new = cap end
 local step = math.max(new * tonumber(ARGV[8]), 0.01)
 redis.call('HSET', KEYS[3], 'rate', string.format('%.4f', new), 'step', string.format('%.5f', step),
     'last', string.format('%.3f', now + pause))
@@ -192,6 +198,7 @@ class RedisTenantBudget:
         self._answered = False  # Redis answered since the last failure: the next one is a new outage
         # Per thread: whether its last slot was Redis's (only such a slot can be lost with the store).
         self._slot_of = threading.local()
+        self._checks: deque[float] = deque(maxlen=32)  # the last pause checks' round trips (s)
         self._fallback: LocalTenantBudget | None = None
         # time.monotonic() after the last slot this task took in Redis: a switch to its own budget (and
         # back) starts after the slots it already holds, not beside them (a burst at each switch).
@@ -246,7 +253,9 @@ class RedisTenantBudget:
     def _fallback_cap(self, share: float | None) -> float | None:
         # The share is the cap of the fallback, not a rate it starts from: successes would raise a rate
         # to tenant_requests_per_second (every task at all of it again, after 10 to 60 minutes).
-        return self._cap if share is None else share
+        if share is None:
+            return self._cap
+        return share if self._cap is None else min(share, self._cap)
 
     def _local(self) -> LocalTenantBudget:
         share = self.share()
@@ -305,6 +314,9 @@ class RedisTenantBudget:
     # --- TenantBudget ------------------------------------------------------------------------------
 
     def acquire(self, *, counted: bool) -> tuple[float, float]:
+        return self._acquire_slot(counted=counted)
+
+    def _acquire_slot(self, *, counted: bool, retake: bool = False) -> tuple[float, float]:
         k = self._keys
         reply = self._run(
             self._acquire,
@@ -316,12 +328,13 @@ class RedisTenantBudget:
                 self._own_backlog_ms(),
                 self._holder,
                 int(HOLDER_WINDOW * 1000),
+                1 if retake else 0,
             ],
         )
         if reply is None:
             return self._local_slot(counted=counted)
         self._slot_of.redis = True
-        self._slot_of.retaken = False
+        self._slot_of.retaken = retake
         paused, wait, rate, learned, holders = (int(v) for v in reply)
         if not counted:
             return max(paused, 0) / 1000, 0.0
@@ -412,15 +425,18 @@ class RedisTenantBudget:
             # of 4 tasks at 10/s each). It takes a slot of the fallback instead.
             self._fall_back(failure(exc, *self._secrets))
             return self._local_slot(counted=True)
+        took = time.monotonic() - started
+        with self._lock:
+            quickest = min(self._checks, default=took)
+            self._checks.append(took)
         if remaining > 0:
             return remaining / 1000, 0.0
-        if time.monotonic() - started > SLOW_CONFIRM and not getattr(self._slot_of, "retaken", False):
+        if took > quickest + SLOW_CONFIRM and not getattr(self._slot_of, "retaken", False):
             # Redis stalled (under its timeout) while this thread checked: every thread whose slot fell
             # in the stall is answered now, and would go out with it (seen: 9 within 10 ms at 20/s). A
-            # new slot, once per request: a Redis slow at every call must not keep it from going out.
-            paused, wait = self.acquire(counted=True)
-            self._slot_of.retaken = True
-            return paused, wait
+            # new slot (not counted again as sent), once per request: a Redis slow at every call must
+            # not keep it from going out.
+            return self._acquire_slot(counted=True, retake=True)
         return 0.0, 0.0
 
     def describe(self) -> str:

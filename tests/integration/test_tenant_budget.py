@@ -386,6 +386,18 @@ def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(s
     assert reply("c", cap=0)[2] == 2
 
 
+def test_a_slot_taken_again_is_not_counted_again_as_sent(store: Store) -> None:
+    # A request whose slot is taken again (after a stalled pause check) was counted in `sent` when it
+    # first asked: counted twice, the rate a 429 measures would be too high and the cut too small.
+    acquire = store.register_script(redis_budget._ACQUIRE)
+    k = redis_budget.keys(TENANT, "sandbox")
+    names = ("pause", "tat", "learned", "sent", "seq", "holders")
+    acquire(keys=[k[n] for n in names], args=[20, 1, 1000, 0, "a", 300])
+    reply = acquire(keys=[k[n] for n in names], args=[20, 1, 1000, 0, "a", 300, 1])
+    assert int(reply[1]) >= 45  # a slot, one interval after the first
+    assert store.zcard(k["sent"]) == 1
+
+
 def _last_rejection(emu: KiboEmulator) -> float:
     """When the last 429 episode began (epoch seconds), from the record: a 429 leaves no order change."""
     return emu.tenant_limit.last_block_started
