@@ -52,7 +52,7 @@ RETRY_STORE_AFTER = 10.0
 #: the others should Redis go meanwhile, which is the safe side.
 HOLDER_WINDOW = 60.0
 #: A pause check (after a thread slept to its slot) that took this much (s) longer than this hook's
-#: quickest recent one met a stalled Redis: every thread whose slot fell in the stall is answered at
+#: quickest recent call to Redis met a stalled Redis: every thread whose slot fell in the stall is answered at
 #: once, so the slot is taken again, once. Against the quickest, so a Redis far away is not a stall.
 SLOW_CONFIRM = 0.2
 KEY_PREFIX = "kibo_cancel"
@@ -198,7 +198,9 @@ class RedisTenantBudget:
         self._answered = False  # Redis answered since the last failure: the next one is a new outage
         # Per thread: whether its last slot was Redis's (only such a slot can be lost with the store).
         self._slot_of = threading.local()
-        self._checks: deque[float] = deque(maxlen=32)  # the last pause checks' round trips (s)
+        # The last round trips (s) of the acquire script and the pause check: their quickest tells a
+        # stalled Redis from a far one.
+        self._round_trips: deque[float] = deque(maxlen=32)
         self._fallback: LocalTenantBudget | None = None
         # time.monotonic() after the last slot this task took in Redis: a switch to its own budget (and
         # back) starts after the slots it already holds, not beside them (a burst at each switch).
@@ -318,6 +320,7 @@ class RedisTenantBudget:
 
     def _acquire_slot(self, *, counted: bool, retake: bool = False) -> tuple[float, float]:
         k = self._keys
+        started = time.monotonic()
         reply = self._run(
             self._acquire,
             [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"], k["holders"]],
@@ -333,6 +336,8 @@ class RedisTenantBudget:
         )
         if reply is None:
             return self._local_slot(counted=counted)
+        with self._lock:  # the round trip that gave the slot: what a pause check after it is measured by
+            self._round_trips.append(time.monotonic() - started)
         self._slot_of.redis = True
         self._slot_of.retaken = retake
         paused, wait, rate, learned, holders = (int(v) for v in reply)
@@ -427,8 +432,8 @@ class RedisTenantBudget:
             return self._local_slot(counted=True)
         took = time.monotonic() - started
         with self._lock:
-            quickest = min(self._checks, default=took)
-            self._checks.append(took)
+            quickest = min(self._round_trips, default=took)
+            self._round_trips.append(took)
         if remaining > 0:
             return remaining / 1000, 0.0
         if took > quickest + SLOW_CONFIRM and not getattr(self._slot_of, "retaken", False):
