@@ -25,7 +25,7 @@ import redis
 from airflow_provider_kibo_cancel._compat import TaskDeferred
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from airflow_provider_kibo_cancel.emulator.tenant_limit import LIMITED_ENDPOINTS
-from airflow_provider_kibo_cancel.hooks import redis_budget
+from airflow_provider_kibo_cancel.hooks import redis_budget, redis_scripts
 from airflow_provider_kibo_cancel.hooks.redis_budget import KEY_PREFIX
 from airflow_provider_kibo_cancel.hooks.tenant_budget import DECREASE_FACTOR
 from airflow_provider_kibo_cancel.operators.cancel_order import CancelOrderOperator
@@ -330,7 +330,7 @@ def test_tasks_that_lose_a_stalled_redis_together_stay_within_the_shared_rate(
 def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(store: Store) -> None:
     # The script itself, in a real Redis: "not before" (a task back from its own budget) moves the slot,
     # and Redis's next free slot after it, so the next task is spaced after that task's real sends.
-    acquire = store.register_script(redis_budget._ACQUIRE)
+    acquire = store.register_script(redis_scripts.ACQUIRE)
     k = redis_budget.keys(TENANT, "sandbox")
 
     def acquired(not_before_ms: int, holder: str = "a") -> tuple[int, int]:
@@ -358,7 +358,7 @@ def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(s
     # far ahead (many tasks, a low rate) or waiting out a 429 still shares the rate. Counted from when it
     # asked, such tasks dropped out and those left took too large a share on a fallback. A paused reply
     # tells the rate and the holders too, and a budget with no rate yet still counts its holders.
-    acquire = store.register_script(redis_budget._ACQUIRE)
+    acquire = store.register_script(redis_scripts.ACQUIRE)
     k = redis_budget.keys(TENANT, "sandbox")
 
     def reply(holder: str, cap: float = 20) -> tuple[int, int, int]:
@@ -389,7 +389,7 @@ def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(s
 def test_a_slot_taken_again_is_not_counted_again_as_sent(store: Store) -> None:
     # A request whose slot is taken again (after a stalled pause check) was counted in `sent` when it
     # first asked: counted twice, the rate a 429 measures would be too high and the cut too small.
-    acquire = store.register_script(redis_budget._ACQUIRE)
+    acquire = store.register_script(redis_scripts.ACQUIRE)
     k = redis_budget.keys(TENANT, "sandbox")
     names = ("pause", "tat", "learned", "sent", "seq", "holders")
     acquire(keys=[k[n] for n in names], args=[20, 1, 1000, 0, "a", 300])

@@ -45,7 +45,7 @@ class FlakyStore:
             if not self.up:
                 raise redis.ConnectionError("Connection refused")
             time.sleep(self.latency)
-            if "'INCR'" in source:  # _ACQUIRE
+            if "'INCR'" in source:  # ACQUIRE
                 cap, counted = float(args[0]), args[1] == 1
                 if not counted:
                     return [0, 0, 0, 0, 0]
@@ -59,7 +59,7 @@ class FlakyStore:
                 for holder in [h for h, until in holders.items() if until < now - int(args[5]) / 1000]:
                     del holders[holder]
                 return [0, int((slot - now) * 1000), int(cap * 1000), 0, len(holders)]
-            return [0, 0, 1]  # _RATE_LIMITED: no cut, one holder
+            return [0, 0, 1]  # RATE_LIMITED: no cut, one holder
 
         return run
 
@@ -297,7 +297,7 @@ class CutStore(FlakyStore):
 
     def register_script(self, source: str) -> Any:
         run = super().register_script(source)
-        if "local pause =" not in source:  # only _RATE_LIMITED
+        if "local pause =" not in source:  # only RATE_LIMITED
             return run
         return lambda keys, args: [1, 1000, 1] if self.up else run(keys, args)
 
