@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -327,18 +327,21 @@ def test_tasks_that_lose_a_stalled_redis_together_stay_within_the_shared_rate(
     assert limit["rejected"] == 0, (limit, f"densest second: {densest_second(limited)}")
 
 
+def acquire_script(store: Store) -> Callable[..., list[int]]:
+    """The acquire script in ``store``, called with the test tenant's keys and the ARGV given."""
+    script = store.register_script(redis_scripts.ACQUIRE)
+    k = redis_budget.keys(TENANT, "sandbox")
+    names = ("pause", "tat", "learned", "sent", "seq", "holders")
+    return lambda *args: [int(v) for v in script(keys=[k[name] for name in names], args=list(args))]
+
+
 def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(store: Store) -> None:
     # The script itself, in a real Redis: "not before" (a task back from its own budget) moves the slot,
     # and Redis's next free slot after it, so the next task is spaced after that task's real sends.
-    acquire = store.register_script(redis_scripts.ACQUIRE)
-    k = redis_budget.keys(TENANT, "sandbox")
+    acquire = acquire_script(store)
 
     def acquired(not_before_ms: int, holder: str = "a") -> tuple[int, int]:
-        reply = acquire(
-            keys=[k[name] for name in ("pause", "tat", "learned", "sent", "seq", "holders")],
-            args=[20, 1, 1000, not_before_ms, holder, 500],
-        )
-        paused, wait, rate, _, holders = (int(v) for v in reply)
+        paused, wait, rate, _, holders = acquire(20, 1, 1000, not_before_ms, holder, 500)
         assert paused == 0 and rate == 20_000
         return wait, holders
 
@@ -358,17 +361,11 @@ def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(s
     # far ahead (many tasks, a low rate) or waiting out a 429 still shares the rate. Counted from when it
     # asked, such tasks dropped out and those left took too large a share on a fallback. A paused reply
     # tells the rate and the holders too, and a budget with no rate yet still counts its holders.
-    acquire = store.register_script(redis_scripts.ACQUIRE)
+    acquire = acquire_script(store)
     k = redis_budget.keys(TENANT, "sandbox")
 
     def reply(holder: str, cap: float = 20) -> tuple[int, int, int]:
-        paused, _, rate, _, holders = (
-            int(v)
-            for v in acquire(
-                keys=[k[name] for name in ("pause", "tat", "learned", "sent", "seq", "holders")],
-                args=[cap, 1, 1000, 0, holder, 300],
-            )
-        )
+        paused, _, rate, _, holders = acquire(cap, 1, 1000, 0, holder, 300)
         return paused, rate, holders
 
     for _ in range(20):  # a's last slot is 0.95 s ahead at 20/s
@@ -389,13 +386,10 @@ def test_the_acquire_script_counts_a_holder_until_it_sends_and_through_a_pause(s
 def test_a_slot_taken_again_is_not_counted_again_as_sent(store: Store) -> None:
     # A request whose slot is taken again (after a stalled pause check) was counted in `sent` when it
     # first asked: counted twice, the rate a 429 measures would be too high and the cut too small.
-    acquire = store.register_script(redis_scripts.ACQUIRE)
-    k = redis_budget.keys(TENANT, "sandbox")
-    names = ("pause", "tat", "learned", "sent", "seq", "holders")
-    acquire(keys=[k[n] for n in names], args=[20, 1, 1000, 0, "a", 300])
-    reply = acquire(keys=[k[n] for n in names], args=[20, 1, 1000, 0, "a", 300, 1])
-    assert int(reply[1]) >= 45  # a slot, one interval after the first
-    assert store.zcard(k["sent"]) == 1
+    acquire = acquire_script(store)
+    acquire(20, 1, 1000, 0, "a", 300)
+    assert acquire(20, 1, 1000, 0, "a", 300, 1)[1] >= 45  # a slot, one interval after the first
+    assert store.zcard(redis_budget.keys(TENANT, "sandbox")["sent"]) == 1
 
 
 def _last_rejection(emu: KiboEmulator) -> float:
