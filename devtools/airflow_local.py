@@ -57,6 +57,13 @@ class AirflowEnv:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # Two cores shared by two stacks can stall every process for a minute or more (one CI run:
+            # no progress from 23:18:40 to 23:20:45). Airflow's defaults then fail what would finish:
+            # the scheduler exits on SQLite's "database is locked" after the driver's 5 s wait, and a
+            # task process gives up parsing its DAG file after 30 s ("Dag not found during start up").
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=120",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
         }
         self.env.pop("AIRFLOW_CONN_KIBO_DEFAULT", None)
 
@@ -173,20 +180,24 @@ class AirflowStack:
             **(extra_env or {}),
         }
         self.processes: list[subprocess.Popen[bytes]] = []
+        #: The component each of ``processes`` runs, in the same order.
+        self.process_names: list[str] = []
         self.session = requests.Session()
 
     def __enter__(self) -> AirflowStack:
         try:
             commands = {
                 "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
-                "scheduler": ["scheduler"],
+                # Their log servers bind every interface; the API server reads the logs from this disk.
+                "scheduler": ["scheduler", "--skip-serve-logs"],
                 "dag-processor": ["dag-processor"],
-                "triggerer": ["triggerer"],
+                "triggerer": ["triggerer", "--skip-serve-logs"],
             }
             for name in self.components:
                 args = commands[name]
                 # The process writes to its own copy of the descriptor: this one is closed at once.
                 with (self.airflow_env.home / f"{name}.log").open("wb") as log:
+                    self.process_names.append(name)
                     self.processes.append(
                         subprocess.Popen(
                             [self.airflow_env.airflow_bin, *args],
@@ -211,11 +222,7 @@ class AirflowStack:
         # Several processes starting on two cores: the API server may accept and then answer slowly.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for proc in self.processes:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.args!r} exited with {proc.returncode}; see {self.airflow_env.home}"
-                    )
+            self._fail_if_a_process_ended()
             try:
                 if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=10).ok:
                     return
@@ -236,6 +243,7 @@ class AirflowStack:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.processes.clear()
+        self.process_names.clear()
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         # The API server also serves the execution API of every running task: with 8 task processes on
@@ -277,8 +285,36 @@ class AirflowStack:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._fail_if_a_process_ended()
             state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
             if state in ("success", "failed"):
                 return str(state)
             time.sleep(1)
-        raise TimeoutError(f"run {run_id} of {dag_id} not finished after {timeout} s")
+        raise TimeoutError(
+            f"run {run_id} of {dag_id} not finished after {timeout} s\n{self.diagnosis(dag_id, run_id)}"
+        )
+
+    def _fail_if_a_process_ended(self) -> None:
+        for name, proc in zip(self.process_names, self.processes, strict=True):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stack's {name} exited with {proc.returncode}:\n{self.logs(name)}")
+
+    def logs(self, name: str, tail: int = 4000) -> str:
+        """The last ``tail`` characters of a component's log (``scheduler``, ``worker1``, ...)."""
+        log = self.airflow_env.home / f"{name}.log"
+        if not log.exists():
+            return f"({log} does not exist)"
+        return log.read_text(errors="replace")[-tail:]
+
+    def diagnosis(self, dag_id: str, run_id: str) -> str:
+        """What a stuck run left: its task instances' states and the tail of the scheduler's log (CI keeps
+        nothing else of a failed run)."""
+        try:
+            instances = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            states: dict[str, int] = {}
+            for ti in instances["task_instances"]:
+                states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+            summary = f"task instances by state: {states}"
+        except (requests.RequestException, AssertionError) as exc:
+            summary = f"task instances unknown ({exc!r})"
+        return f"{summary}\nscheduler.log, last lines:\n{self.logs('scheduler')}"

@@ -224,6 +224,7 @@ class CeleryAirflowStack(AirflowStack):
         try:
             for name, command in self._commands().items():
                 with (self.airflow_env.home / f"{name}.log").open("wb") as log:
+                    self.process_names.append(name)
                     self.processes.append(
                         subprocess.Popen(
                             command,
@@ -252,9 +253,6 @@ class CeleryAirflowStack(AirflowStack):
                         f"worker{number} not ready after {timeout} s:\n{self.logs(f'worker{number}')}"
                     )
                 time.sleep(0.5)
-
-    def logs(self, name: str, tail: int = 4000) -> str:
-        return (self.airflow_env.home / f"{name}.log").read_text(errors="replace")[-tail:]
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The test harness's REST client (`devtools.airflow_local.AirflowStack.api`): a busy API server."""
+"""The test harness (`devtools.airflow_local.AirflowStack`): a busy API server, a component that died."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 import requests
+from sqlalchemy import create_engine
 
 from devtools.airflow_local import AirflowEnv, AirflowStack
 
@@ -63,3 +66,25 @@ def test_a_post_that_times_out_is_not_repeated(stack: AirflowStack) -> None:
     with pytest.raises(requests.Timeout):
         stack.api("POST", "/api/v2/dags/x/dagRuns", json={})
     assert SlowFirstAnswer.seen == ["POST"]
+
+
+def test_a_component_that_died_fails_the_wait_at_once_with_its_log(tmp_path: Path) -> None:
+    stack = AirflowStack(AirflowEnv(tmp_path, tmp_path))
+    with (tmp_path / "scheduler.log").open("wb") as log:
+        proc = subprocess.Popen(["sh", "-c", "echo database is locked; exit 3"], stdout=log)
+    proc.wait(timeout=10)
+    stack.process_names.append("scheduler")
+    stack.processes.append(proc)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)scheduler exited with 3:\n.*database is locked"):
+        stack.wait_for_run("d", "r", timeout=60)
+    assert time.monotonic() - started < 30  # not the whole timeout
+
+
+def test_the_metadata_database_waits_out_a_long_write_lock(tmp_path: Path) -> None:
+    # A scheduler exits on SQLite's "database is locked"; the driver's default wait is 5 s, less than a
+    # stall of a starved CI machine (a 20 s lock held beside a scheduler: exits with 5 s, runs with 120).
+    engine = create_engine(AirflowEnv(tmp_path, tmp_path).env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    _, connect_args = engine.dialect.create_connect_args(engine.url)
+    assert connect_args["timeout"] >= 60
+    assert engine.url.database == str(tmp_path / "airflow.db")  # where run_dag() reads it
