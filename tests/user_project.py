@@ -35,8 +35,10 @@ from pathlib import Path
 import pytest
 
 DAGS = Path(__file__).parent.parent / "dags"
-# Before anything imports Airflow, which reads its configuration once: a throwaway home for the tests.
-os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-")
+# Before anything imports Airflow, which reads its configuration once: a throwaway home for the tests,
+# removed when pytest exits.
+AIRFLOW_HOME = tempfile.TemporaryDirectory(prefix="airflow-home-")
+os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME.name
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 sys.path.insert(0, str(DAGS))  # as Airflow does for the dags folder

@@ -395,6 +395,9 @@ def test_a_users_project_tests_its_dag_with_the_installed_fixtures(
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHONPATH", "PYTEST"))}
+    scratch = tmp_path / "tmp"  # the project's temporary files, to see that it leaves none behind
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
     proc = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=project,
@@ -406,3 +409,4 @@ def test_a_users_project_tests_its_dag_with_the_installed_fixtures(
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
+    assert not list(scratch.glob("airflow-home-*")), "the conftest left its AIRFLOW_HOME behind"
