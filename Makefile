@@ -45,13 +45,16 @@ PYTEST_PARALLEL := -n 2 --dist loadfile
 test: lint
 	KIBO_MATRIX_LEG=$(MAIN_LEG) $(BIN)/pytest $(PYTEST_PARALLEL)
 
-# The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under a
-# minute; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
+# The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under two
+# minutes; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
 # Three files at a time: most of their time is the emulator's Retry-After and latency waits; four or more
 # contend for the two cores (each in-process DAG run costs about 4 s of CPU in Airflow itself). The
 # files with DAG runs, the longest, go first (tests/conftest.py orders them; xdist keeps that order).
+# The core legs run their in-process part the same way.
+PYTEST_UNIT_PARALLEL := -n 3 --dist loadfile --no-loadscope-reorder
+
 test-fast: install
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not integration and not distributed" tests/unit
+	$(BIN)/pytest $(PYTEST_UNIT_PARALLEL) -m "not integration and not distributed" tests/unit
 
 lint: install
 	$(BIN)/ruff check .
@@ -106,10 +109,13 @@ leg-python = $(lastword $(subst -py, ,$(1)))
 leg-in = $(if $(filter $(NEWEST),$(call leg-airflow,$(1))),dev.in,airflow-$(call leg-airflow,$(1)).in)
 leg-kind = $(if $(filter $(1),$(MAIN_LEG) $(FULL_LEGS)),full,core)
 
-# What every leg but the main one leaves out: the distributed test (`make test-distributed`) and the
+# What every leg but the main one leaves out: the distributed test (`make test-distributed`), the
 # `once` tests (the docs build, the release checks, `make demo`: they build from their own venvs or from
-# dev.lock, whichever venv runs pytest). Legs on an older Airflow leave out `newest_only` too.
-leg-markers = not distributed and not once$(if $(filter $(NEWEST),$(call leg-airflow,$(1))),, and not newest_only)
+# dev.lock, whichever venv runs pytest) and the `pace_proof` tests (the shared tenant rate's minutes-long
+# timing proofs against a real Redis: arithmetic no Python or Airflow version changes; every leg still runs
+# the Redis scripts, and the full legs the scheduler's proof). Legs on an older Airflow leave out
+# `newest_only` too.
+leg-markers = not distributed and not once and not pace_proof$(if $(filter $(NEWEST),$(call leg-airflow,$(1))),, and not newest_only)
 
 # The core subset: every test not marked `integration` (tests/unit, in process: the connection rules, the
 # hook's wire format and fault handling against the emulator, both operators' contracts in in-process DAG
@@ -136,15 +142,16 @@ matrix:
 	@$(foreach leg,$(MAIN_LEG) $(LEGS),echo "$(leg) $(call leg-kind,$(leg))";)
 
 # Each leg's temporary files in its venv: other pytest sessions on the machine prune /tmp/pytest-of-$USER.
-LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider --basetemp=.venv-airflow-$*/tmp \
-	$(PYTEST_PARALLEL)
+LEG_PYTEST = KIBO_MATRIX_LEG=$* .venv-airflow-$*/bin/pytest -p no:cacheprovider --basetemp=.venv-airflow-$*/tmp
 
 # A core leg is two pytest runs (`-m` would deselect CORE_INTEGRATION from the first); the leg's wall time
 # is printed at its end.
 test-airflow-%: .venv-airflow-%/.installed
 	start=$$(date +%s); \
-	$(LEG_PYTEST) -m "$(call leg-markers,$*)$(if $(filter core,$(call leg-kind,$*)), and $(CORE_MARKERS))" && \
-	$(if $(filter core,$(call leg-kind,$*)),$(LEG_PYTEST) -m "$(call leg-markers,$*)" $(CORE_INTEGRATION) &&) true; \
+	$(if $(filter core,$(call leg-kind,$*)),\
+	  $(LEG_PYTEST) $(PYTEST_UNIT_PARALLEL) -m "$(call leg-markers,$*) and $(CORE_MARKERS)" tests/unit && \
+	  $(LEG_PYTEST) $(PYTEST_PARALLEL) -m "$(call leg-markers,$*)" $(CORE_INTEGRATION),\
+	  $(LEG_PYTEST) $(PYTEST_PARALLEL) -m "$(call leg-markers,$*)"); \
 	rc=$$?; echo "leg $*: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 # Kept after the run (not an intermediate file to delete): the venv is up to date.

@@ -1,8 +1,9 @@
 """The tenant budget for real: a redis-server on 127.0.0.1, the emulator's tenant-wide limit (50/s,
 Retry-After 15, as the issue sets them) and several tasks, each its own process with its own threads.
 
-Scaled to keep the file to about two minutes: four tasks of 4 threads and 100 orders each (400 cancels)
-per run; Kibo's 15 s block makes every 429 episode expensive, which is the point.
+Scaled to keep the file to about three minutes: four tasks of 4 threads and 100 orders each (400 cancels)
+per run; Kibo's 15 s block makes every 429 episode expensive, which is the point. Those timing proofs
+(`pace_proof`) run in `make test` only; the Lua scripts' tests and the deferral run on every whole-suite leg.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def assert_all_canceled(emu: KiboEmulator, results: list[dict[str, Any]]) -> Non
     assert all(emu.cancels_applied(order_id) == 1 for order_id in outcomes)
 
 
+@pytest.mark.pace_proof
 def test_a_shared_budget_under_the_limit_meets_no_429_and_keeps_its_pace(
     tenant: KiboEmulator, store: Store, redis_url: str
 ) -> None:
@@ -207,6 +209,7 @@ def test_a_shared_budget_under_the_limit_meets_no_429_and_keeps_its_pace(
     assert SHARED_SECRET.encode() not in dumped and APP_KEY.encode() not in dumped
 
 
+@pytest.mark.pace_proof
 def test_per_task_budgets_alone_exceed_the_tenant_limit(tenant: KiboEmulator) -> None:
     """The baseline: the same cap per task (no shared store) sends four times the budget: 429s."""
     results = run_tasks(tenant, None, batches(1), tenant_requests_per_second=BUDGET)
@@ -214,6 +217,7 @@ def test_per_task_budgets_alone_exceed_the_tenant_limit(tenant: KiboEmulator) ->
     assert tenant.tenant_limit.snapshot()["episodes"] >= 1
 
 
+@pytest.mark.pace_proof
 def test_the_shared_rate_learns_the_limit_and_the_next_run_starts_there(
     tenant: KiboEmulator, store: Store, redis_url: str
 ) -> None:
@@ -248,6 +252,7 @@ def test_the_shared_rate_learns_the_limit_and_the_next_run_starts_there(
     assert again["rejected"] == 0, again
 
 
+@pytest.mark.pace_proof
 def test_a_long_retry_after_stops_every_task_without_another_request(
     tenant: KiboEmulator, store: Store, redis_url: str
 ) -> None:
@@ -271,6 +276,7 @@ def test_a_long_retry_after_stops_every_task_without_another_request(
     assert 3500 < store.pttl(f"{KEY_PREFIX}:{{{TENANT}:sandbox}}:pause") / 1000 <= 3600
 
 
+@pytest.mark.pace_proof
 def test_redis_stopped_mid_run_finishes_within_the_shared_rate_with_one_warning(
     tenant: KiboEmulator, tmp_path: Path
 ) -> None:
@@ -305,6 +311,7 @@ def test_redis_stopped_mid_run_finishes_within_the_shared_rate_with_one_warning(
     assert rate_after <= per_task * 1.15, rate_after
 
 
+@pytest.mark.pace_proof
 def test_tasks_that_lose_a_stalled_redis_together_stay_within_the_shared_rate(
     tenant: KiboEmulator, store: Store, redis_url: str
 ) -> None:
