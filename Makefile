@@ -45,8 +45,9 @@ PYTEST_PARALLEL := -n 2 --dist loadfile
 test: lint
 	KIBO_MATRIX_LEG=$(MAIN_LEG) $(BIN)/pytest $(PYTEST_PARALLEL)
 
-# The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in under two
-# minutes; tests/integration (Airflow processes, the browser, the docs and release builds) is left out.
+# The unit tests alone (tests/unit: in process, against the emulator over HTTP on 127.0.0.1), in about a
+# minute and a half; tests/integration (Airflow processes, the browser, the docs and release builds) is
+# left out.
 # Three files at a time: most of their time is the emulator's Retry-After and latency waits; four or more
 # contend for the two cores (each in-process DAG run costs about 4 s of CPU in Airflow itself). The
 # files with DAG runs, the longest, go first (tests/conftest.py orders them; xdist keeps that order).
@@ -112,8 +113,8 @@ leg-kind = $(if $(filter $(1),$(MAIN_LEG) $(FULL_LEGS)),full,core)
 # What every leg but the main one leaves out: the distributed test (`make test-distributed`), the
 # `once` tests (the docs build, the release checks, `make demo`: they build from their own venvs or from
 # dev.lock, whichever venv runs pytest) and the `pace_proof` tests (the shared tenant rate's minutes-long
-# timing proofs against a real Redis: arithmetic no Python or Airflow version changes; every leg still runs
-# the Redis scripts, and the full legs the scheduler's proof). Legs on an older Airflow leave out
+# timing proofs against a real Redis: arithmetic no Python or Airflow version changes; the full legs still
+# run the Redis scripts' tests and the scheduler's proof). Legs on an older Airflow leave out
 # `newest_only` too.
 leg-markers = not distributed and not once and not pace_proof$(if $(filter $(NEWEST),$(call leg-airflow,$(1))),, and not newest_only)
 

@@ -222,7 +222,7 @@ class AirflowStack:
         # Several processes starting on two cores: the API server may accept and then answer slowly.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._fail_if_a_process_ended()
+            self.fail_if_a_process_ended()
             try:
                 if self.session.get(f"{self.url}/api/v2/monitor/health", timeout=10).ok:
                     return
@@ -271,9 +271,11 @@ class AirflowStack:
             body["extra"] = json.dumps(body["extra"])
         self.api("POST", "/api/v2/connections", json=body)
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+    def wait_for_dag(self, dag_id: str, timeout: float = 240) -> None:
+        # Longer than AirflowEnv's DAG file import timeout, so a slow parse is waited out.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.fail_if_a_process_ended()
             try:
                 if self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=10).ok:
                     return
@@ -285,7 +287,7 @@ class AirflowStack:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._fail_if_a_process_ended()
+            self.fail_if_a_process_ended()
             state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
             if state in ("success", "failed"):
                 return str(state)
@@ -294,7 +296,8 @@ class AirflowStack:
             f"run {run_id} of {dag_id} not finished after {timeout} s\n{self.diagnosis(dag_id, run_id)}"
         )
 
-    def _fail_if_a_process_ended(self) -> None:
+    def fail_if_a_process_ended(self) -> None:
+        """Raise, with its log, if a component of the stack has exited: a wait would be for nothing."""
         for name, proc in zip(self.process_names, self.processes, strict=True):
             if proc.poll() is not None:
                 raise RuntimeError(f"the stack's {name} exited with {proc.returncode}:\n{self.logs(name)}")
@@ -309,12 +312,19 @@ class AirflowStack:
     def diagnosis(self, dag_id: str, run_id: str) -> str:
         """What a stuck run left: its task instances' states and the tail of the scheduler's log (CI keeps
         nothing else of a failed run)."""
+        base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         try:
-            instances = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
             states: dict[str, int] = {}
-            for ti in instances["task_instances"]:
-                states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
-            summary = f"task instances by state: {states}"
-        except (requests.RequestException, AssertionError) as exc:
+            offset, total = 0, 1
+            while offset < total:  # the API answers at most 100 per page
+                page = self.api("GET", f"{base}?limit=100&offset={offset}")
+                total = int(page["total_entries"])
+                if not page["task_instances"]:
+                    break
+                for ti in page["task_instances"]:
+                    states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+                offset += len(page["task_instances"])
+            summary = f"{total} task instances by state: {states}"
+        except (requests.RequestException, AssertionError, KeyError) as exc:
             summary = f"task instances unknown ({exc!r})"
         return f"{summary}\nscheduler.log, last lines:\n{self.logs('scheduler')}"

@@ -26,6 +26,7 @@ DAG = cancel_customer_order()
 """
 
 CONFTEST = """\
+import atexit
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ DAGS = Path(__file__).parent.parent / "dags"
 # Before anything imports Airflow, which reads its configuration once: a throwaway home for the tests,
 # removed when pytest exits.
 AIRFLOW_HOME = tempfile.TemporaryDirectory(prefix="airflow-home-")
+atexit.register(AIRFLOW_HOME.cleanup)
 os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME.name
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)

@@ -42,6 +42,7 @@ def test_a_deferred_task_frees_its_worker_slot_under_a_real_triggerer(
             seen: dict[str, set[str]] = {"cancel": set(), "other": set()}
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
+                stack.fail_if_a_process_ended()
                 states = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
                 for task_id, state in states.items():
                     seen[task_id].add(str(state))

@@ -398,6 +398,9 @@ def test_a_users_project_tests_its_dag_with_the_installed_fixtures(
     scratch = tmp_path / "tmp"  # the project's temporary files, to see that it leaves none behind
     scratch.mkdir()
     env["TMPDIR"] = str(scratch)
+    where = [python, "-c", "import tempfile; print(tempfile.gettempdir())"]
+    tmpdir = subprocess.run(where, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert tmpdir == str(scratch)
     proc = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=project,

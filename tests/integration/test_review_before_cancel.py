@@ -44,6 +44,7 @@ def wait_for_review(stack: AirflowStack, run_id: str, timeout: float = 180) -> d
     base = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stack.fail_if_a_process_ended()
         states = {ti["task_id"]: ti["state"] for ti in stack.api("GET", base)["task_instances"]}
         if states.get("review") in ("awaiting_input", "deferred") and _pause_reported(stack, run_id):
             return dict(stack.api("GET", f"{base}/review/-1/hitlDetails"))

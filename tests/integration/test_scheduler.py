@@ -96,6 +96,7 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
 def wait_for_runs(stack: AirflowStack, dag_id: str, timeout: float = 180) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stack.fail_if_a_process_ended()
         runs: list[dict[str, Any]] = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
         if runs:
             return runs
@@ -133,6 +134,7 @@ def test_a_kill_stops_both_operators_under_a_real_task_runner(
         run = stack.api("POST", "/api/v2/dags/kibo_kill/dagRuns", json={"logical_date": None})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            stack.fail_if_a_process_ended()
             cancels = emulator.requests_to("cancel")
             bulk = [r for r in cancels if r.body.get("orderId") != 3000]
             single = [r for r in cancels if r.body.get("orderId") == 3000]
