@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,39 @@ class AirflowStack:
                 pass
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout} s")
+
+    def wait_for_runs(self, dag_id: str, timeout: float = 180) -> list[dict[str, Any]]:
+        """The DAG's runs, once it has any."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.fail_if_a_process_ended()
+            runs: list[dict[str, Any]] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+            if runs:
+                return runs
+            time.sleep(1)
+        raise TimeoutError(f"no run of {dag_id} after {timeout} s")
+
+    def unpause_and_run(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Unpause a DAG and start one run of it; returns the run's id.
+
+        A cron-scheduled DAG may start a run of its own when unpaused: Airflow's CronTriggerTimetable runs
+        the last fire time at once within a tenth of the interval after it (a ``@daily`` DAG from 00:00 to
+        02:24 UTC; CI met it at 00:04). The DAG's stored next run says which: when one is due within two
+        minutes that run is the one (it has no ``conf``), else one is triggered with ``conf``.
+        """
+        due = self.api("GET", f"/api/v2/dags/{dag_id}")["next_dagrun_run_after"]
+        soon = datetime.now(timezone.utc) + timedelta(minutes=2)
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        if due is not None and datetime.fromisoformat(due.replace("Z", "+00:00")) <= soon:
+            if conf:
+                raise AssertionError(f"{dag_id} starts a scheduled run of its own: it cannot take {conf}")
+            (run, *others) = self.wait_for_runs(dag_id, timeout=300)
+            assert not others, f"{dag_id} has {1 + len(others)} runs, not one"
+        else:
+            run = self.api(
+                "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+            )
+        return str(run["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout

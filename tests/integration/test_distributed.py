@@ -90,11 +90,7 @@ def task_instances(stack: DistributedStack, dag_id: str, run_id: str) -> list[di
 
 def trigger(stack: DistributedStack, dag_id: str, conf: dict[str, Any] | None = None) -> str:
     stack.airflow.wait_for_dag(dag_id)
-    stack.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-    run = stack.airflow.api(
-        "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
-    )
-    return str(run["dag_run_id"])
+    return stack.airflow.unpause_and_run(dag_id, conf)
 
 
 def watch(stack: DistributedStack, dag_id: str, run_id: str, timeout: float = 600) -> RunRecord:

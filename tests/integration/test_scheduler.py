@@ -11,9 +11,7 @@ import os
 import shutil
 import signal
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -71,18 +69,9 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
         stack.wait_for_dag(consumer)
         assert stack.api("GET", f"/api/v2/dags/{consumer}/dagRuns")["dag_runs"] == []
         stack.api("PATCH", f"/api/v2/dags/{consumer}", json={"is_paused": False})
-        # The @daily producer is a cron trigger: unpaused, it runs at the next midnight (UTC), or at once
-        # for the last midnight within a tenth of a day after it (Airflow's CronTriggerTimetable; CI met it
-        # at 00:04). Its stored next run says which: by hand only when none is due in the next minutes.
-        due = stack.api("GET", f"/api/v2/dags/{producer}")["next_dagrun_run_after"]
-        soon = datetime.now(timezone.utc) + timedelta(minutes=2)
-        stack.api("PATCH", f"/api/v2/dags/{producer}", json={"is_paused": False})
-        if due is not None and datetime.fromisoformat(due.replace("Z", "+00:00")) <= soon:
-            (run,) = wait_for_runs(stack, producer)
-        else:
-            run = stack.api("POST", f"/api/v2/dags/{producer}/dagRuns", json={"logical_date": None})
-        assert stack.wait_for_run(producer, run["dag_run_id"]) == "success"
-        (triggered,) = wait_for_runs(stack, consumer)
+        run_id = stack.unpause_and_run(producer)  # @daily: by hand, or the midnight run it starts
+        assert stack.wait_for_run(producer, run_id) == "success"
+        (triggered,) = stack.wait_for_runs(consumer)
         state = stack.wait_for_run(consumer, triggered["dag_run_id"])
         base = f"/api/v2/dags/{consumer}/dagRuns/{triggered['dag_run_id']}"
         assert state == "success", (env.home / "scheduler.log").read_text()[-5000:]
@@ -94,22 +83,11 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
     assert (event["uri"], event["source_dag_id"], event["source_run_id"]) == (
         "kibo://30294/orders/canceled",
         producer,
-        run["dag_run_id"],
+        run_id,
     )
     seen = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
     assert seen == {"canceled": [1001, 1002, 1003, 1004, 1005], "already_canceled": []}
     assert all(emulator.cancels_applied(order_id) == 1 for order_id in range(1001, 1006))
-
-
-def wait_for_runs(stack: AirflowStack, dag_id: str, timeout: float = 180) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.fail_if_a_process_ended()
-        runs: list[dict[str, Any]] = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
-        if runs:
-            return runs
-        time.sleep(1)
-    raise TimeoutError(f"no run of {dag_id} after {timeout} s")
 
 
 def _process_holding(client_port: int) -> psutil.Process:
