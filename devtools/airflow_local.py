@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -284,6 +284,16 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout} s")
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of a run (paged: the API answers at most 100 at a time)."""
+        base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", base, params={"limit": 100, "offset": len(found)})
+            found += page["task_instances"]
+            if len(found) >= page["total_entries"] or not page["task_instances"]:
+                return found
+
     def wait_for_runs(self, dag_id: str, timeout: float = 180) -> list[dict[str, Any]]:
         """The DAG's runs, once it has any."""
         deadline = time.monotonic() + timeout
@@ -294,28 +304,6 @@ class AirflowStack:
                 return runs
             time.sleep(1)
         raise TimeoutError(f"no run of {dag_id} after {timeout} s")
-
-    def unpause_and_run(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Unpause a DAG and start one run of it; returns the run's id.
-
-        A cron-scheduled DAG may start a run of its own when unpaused: Airflow's CronTriggerTimetable runs
-        the last fire time at once within a tenth of the interval after it (a ``@daily`` DAG from 00:00 to
-        02:24 UTC; CI met it at 00:04). The DAG's stored next run says which: when one is due within two
-        minutes that run is the one (it has no ``conf``), else one is triggered with ``conf``.
-        """
-        due = self.api("GET", f"/api/v2/dags/{dag_id}")["next_dagrun_run_after"]
-        soon = datetime.now(timezone.utc) + timedelta(minutes=2)
-        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        if due is not None and datetime.fromisoformat(due.replace("Z", "+00:00")) <= soon:
-            if conf:
-                raise AssertionError(f"{dag_id} starts a scheduled run of its own: it cannot take {conf}")
-            (run, *others) = self.wait_for_runs(dag_id, timeout=300)
-            assert not others, f"{dag_id} has {1 + len(others)} runs, not one"
-        else:
-            run = self.api(
-                "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
-            )
-        return str(run["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
@@ -345,19 +333,11 @@ class AirflowStack:
     def diagnosis(self, dag_id: str, run_id: str) -> str:
         """What a stuck run left: its task instances' states and the tail of the scheduler's log (CI keeps
         nothing else of a failed run)."""
-        base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         try:
             states: dict[str, int] = {}
-            offset, total = 0, 1
-            while offset < total:  # the API answers at most 100 per page
-                page = self.api("GET", f"{base}?limit=100&offset={offset}")
-                total = int(page["total_entries"])
-                if not page["task_instances"]:
-                    break
-                for ti in page["task_instances"]:
-                    states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
-                offset += len(page["task_instances"])
-            summary = f"{total} task instances by state: {states}"
+            for ti in self.task_instances(dag_id, run_id):
+                states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+            summary = f"{sum(states.values())} task instances by state: {states}"
         except (requests.RequestException, AssertionError, KeyError) as exc:
             summary = f"task instances unknown ({exc!r})"
         return f"{summary}\nscheduler.log, last lines:\n{self.logs('scheduler')}"

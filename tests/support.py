@@ -60,6 +60,18 @@ class Connect(Protocol):
     def __call__(self, emu: KiboEmulator | str, conn_id: str = ..., **extra: Any) -> KiboHook: ...
 
 
+def unscheduled_copies(dag_files: list[Path], folder: Path) -> Path:
+    """Copies of DAG files in ``folder`` with ``schedule="@daily"`` as None: unpaused, a ``@daily`` DAG
+    starts a run of its own within 2.4 h after midnight UTC (Airflow's CronTriggerTimetable runs the last
+    fire time when unpaused within a tenth of a day of it), beside the one a test triggers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for dag_file in dag_files:
+        (folder / dag_file.name).write_text(
+            dag_file.read_text().replace('schedule="@daily"', "schedule=None")
+        )
+    return folder
+
+
 def migrated_home(home: Path, dags_folder: Path) -> AirflowEnv:
     """A new Airflow home at ``home`` (created here) with a migrated database, for Airflow processes."""
     env = AirflowEnv(home, dags_folder)

@@ -36,7 +36,7 @@ from devtools.distributed import (
     postgres_server,
     redis_server,
 )
-from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection
+from tests.support import APP_KEY, SHARED_SECRET, TENANT, kibo_connection, unscheduled_copies
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
@@ -78,19 +78,13 @@ class RunRecord:
         return (end - start).total_seconds()
 
 
-def task_instances(stack: DistributedStack, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-    found: list[dict[str, Any]] = []
-    while True:  # paged: a mapped task has more instances than one page holds
-        page = stack.airflow.api("GET", base, params={"limit": 100, "offset": len(found)})
-        found += page["task_instances"]
-        if len(found) >= page["total_entries"] or not page["task_instances"]:
-            return found
-
-
 def trigger(stack: DistributedStack, dag_id: str, conf: dict[str, Any] | None = None) -> str:
     stack.airflow.wait_for_dag(dag_id)
-    return stack.airflow.unpause_and_run(dag_id, conf)
+    stack.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+    run = stack.airflow.api(
+        "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+    )
+    return str(run["dag_run_id"])
 
 
 def watch(stack: DistributedStack, dag_id: str, run_id: str, timeout: float = 600) -> RunRecord:
@@ -98,8 +92,9 @@ def watch(stack: DistributedStack, dag_id: str, run_id: str, timeout: float = 60
     seen: dict[tuple[str, int], set[str]] = {}
     deadline = time.monotonic() + timeout
     while True:
+        stack.airflow.fail_if_a_process_ended()
         run = stack.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        tis = task_instances(stack, dag_id, run_id)
+        tis = stack.airflow.task_instances(dag_id, run_id)
         for ti in tis:
             seen.setdefault((ti["task_id"], ti["map_index"]), set()).add(str(ti["state"]))
         if run["state"] in ("success", "failed"):
@@ -113,6 +108,7 @@ def next_run(stack: DistributedStack, dag_id: str, known: set[str], timeout: flo
     """The id of a run of `dag_id` not in `known`, once one exists (a run the scheduler started)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stack.airflow.fail_if_a_process_ended()
         runs = stack.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
         new = [run["dag_run_id"] for run in runs if run["dag_run_id"] not in known]
         if new:
@@ -316,12 +312,8 @@ RECORDS: dict[str, RunRecord] = {}
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedStack]:
     if find_spec("celery") is None or find_spec("asyncpg") is None:
         pytest.fail("Celery and the PostgreSQL drivers are missing: run `make test-distributed`")
-    dags = tmp_path_factory.mktemp("dags")
-    for dag_file in DAG_FILES:
-        # Substituted in the copies: `@daily` becomes None, so that unpausing a reconciliation example
-        # does not start a scheduled run of its own (every run here is triggered by the test), while the
-        # scheduler still creates the consumer's asset-triggered runs.
-        (dags / dag_file.name).write_text(dag_file.read_text().replace('schedule="@daily"', "schedule=None"))
+    # Every run here is triggered by the test; the scheduler still starts the consumer's asset runs.
+    dags = unscheduled_copies(DAG_FILES, tmp_path_factory.mktemp("dags"))
     (dags / "data").mkdir()
     with (dags / "data" / "orders_to_cancel.csv").open("w", newline="") as out:
         rows = csv.writer(out)

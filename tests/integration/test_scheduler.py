@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_kibo_cancel.emulator import KiboEmulator
 from devtools.airflow_local import AirflowStack
-from tests.support import TENANT, kibo_connection, migrated_home
+from tests.support import TENANT, kibo_connection, migrated_home, unscheduled_copies
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
 DAG_ID = "example_kibo_cancel_order"
@@ -62,14 +62,19 @@ def test_the_reconciliation_event_starts_the_consumer_dag(
     """The bulk reconciliation's asset event creates the consumer's run, which sees the canceled ids."""
     producer, consumer = "example_kibo_bulk_reconciliation", "example_kibo_canceled_orders_consumer"
     monkeypatch.delenv("AIRFLOW_CONN_KIBO_DEFAULT", raising=False)
-    env = migrated_home(tmp_path / "airflow_home", EXAMPLES)
+    examples = [EXAMPLES / "example_kibo_reconciliation.py", EXAMPLES / f"{consumer}.py"]
+    dags = unscheduled_copies(examples, tmp_path / "dags")  # the producer runs when the test says
+    shutil.copytree(EXAMPLES / "data", dags / "data")
+    env = migrated_home(tmp_path / "airflow_home", dags)
     with AirflowStack(env) as stack:
         stack.add_connection("kibo_default", kibo_connection(emulator))
         stack.wait_for_dag(producer)
         stack.wait_for_dag(consumer)
         assert stack.api("GET", f"/api/v2/dags/{consumer}/dagRuns")["dag_runs"] == []
         stack.api("PATCH", f"/api/v2/dags/{consumer}", json={"is_paused": False})
-        run_id = stack.unpause_and_run(producer)  # @daily: by hand, or the midnight run it starts
+        stack.api("PATCH", f"/api/v2/dags/{producer}", json={"is_paused": False})
+        run = stack.api("POST", f"/api/v2/dags/{producer}/dagRuns", json={"logical_date": None})
+        run_id = run["dag_run_id"]
         assert stack.wait_for_run(producer, run_id) == "success"
         (triggered,) = stack.wait_for_runs(consumer)
         state = stack.wait_for_run(consumer, triggered["dag_run_id"])
