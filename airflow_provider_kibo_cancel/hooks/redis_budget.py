@@ -32,7 +32,14 @@ from typing import Any, cast
 import redis
 
 from airflow_provider_kibo_cancel.hooks.redis_client import client_for, extra_of, failure
-from airflow_provider_kibo_cancel.hooks.redis_scripts import ACQUIRE, RATE_LIMITED, SUCCEEDED
+from airflow_provider_kibo_cancel.hooks.redis_scripts import (
+    ACQUIRE,
+    ACQUIRE_KEYS,
+    RATE_LIMITED,
+    RATE_LIMITED_KEYS,
+    SUCCEEDED,
+    SUCCEEDED_KEYS,
+)
 from airflow_provider_kibo_cancel.hooks.tenant_budget import (
     DECREASE_FACTOR,
     INCREASE_PER_MINUTE,
@@ -220,7 +227,7 @@ class RedisTenantBudget:
         started = time.monotonic()
         reply = self._run(
             self._acquire,
-            [k["pause"], k["tat"], k["learned"], k["sent"], k["seq"], k["holders"]],
+            [k[name] for name in ACQUIRE_KEYS],
             [
                 self._cap or 0,
                 1 if counted else 0,
@@ -272,7 +279,7 @@ class RedisTenantBudget:
         k = self._keys
         reply = self._run(
             self._rate_limited,
-            [k["pause"], k["tat"], k["learned"], k["sent"], k["holders"]],
+            [k[name] for name in RATE_LIMITED_KEYS],
             [
                 int(pause * 1000),
                 self._cap or 0,
@@ -307,7 +314,11 @@ class RedisTenantBudget:
             return
         if not self._learned:
             return  # no learned rate: nothing to raise (the cap, or no limit, holds)
-        reply = self._run(self._succeeded, [self._keys["learned"]], [self._cap or 0, int(LEARNED_TTL * 1000)])
+        reply = self._run(
+            self._succeeded,
+            [self._keys[name] for name in SUCCEEDED_KEYS],
+            [self._cap or 0, int(LEARNED_TTL * 1000)],
+        )
         if reply:
             self._last_rate = int(reply) / 1000
 

@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis tenant budget (``hooks/redis_budget.py``): each one atomic on the server
-and timed by the server's clock. KEYS are the budget's keys (``redis_budget.keys``), ARGV as each
-script's comment says; every key a script writes expires.
+and timed by the server's clock. KEYS are the budget's keys (``redis_budget.keys``) named, in order, by
+the ``*_KEYS`` beside each script; ARGV as each script's comment says; every key a script writes expires.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ local function hold(key, holder, until_ms, window)
 end
 """
 
+ACQUIRE_KEYS = ("pause", "tat", "learned", "sent", "seq", "holders")
 # ARGV: cap (0: none), counted (0/1), sent window (ms), not before (ms from now: slots this task took on its
 # own while Redis was down come first), holder id, holder window (ms), re-take (1: a slot taken again for
 # a request already counted in ``sent``; optional). Returns {paused_ms, wait_ms,
@@ -60,6 +61,7 @@ return {0, math.floor(slot - now), rate_milli, learned_flag, hold(KEYS[6], ARGV[
 """
 )
 
+RATE_LIMITED_KEYS = ("pause", "tat", "learned", "sent", "holders")
 # ARGV: pause (ms), cap (0: none), factor, min rate, min samples, window (ms), ttl (ms), step fraction,
 # holder id, holder window (ms). Returns {cut (0/1), rate_milli, holders}: the rate is cut once per
 # pause (the first 429 of an episode). The task that met the 429 holds until the pause ends.
@@ -90,6 +92,7 @@ return {1, math.floor(new * 1000), holders}
 """
 )
 
+SUCCEEDED_KEYS = ("learned",)
 # ARGV: cap (0: none), ttl (ms). Additive increase: step per minute of successful sending (at most one
 # second counted per call, so idle time does not count). Returns the rate (milli) or 0 when none.
 SUCCEEDED = """

@@ -338,8 +338,8 @@ def acquire_script(store: Store) -> Callable[..., list[int]]:
     """The acquire script in ``store``, called with the test tenant's keys and the ARGV given."""
     script = store.register_script(redis_scripts.ACQUIRE)
     k = redis_budget.keys(TENANT, "sandbox")
-    names = ("pause", "tat", "learned", "sent", "seq", "holders")
-    return lambda *args: [int(v) for v in script(keys=[k[name] for name in names], args=list(args))]
+    acquire_keys = [k[name] for name in redis_scripts.ACQUIRE_KEYS]
+    return lambda *args: [int(v) for v in script(keys=acquire_keys, args=list(args))]
 
 
 def test_the_acquire_script_puts_a_slot_after_what_the_task_holds_on_its_own(store: Store) -> None:
